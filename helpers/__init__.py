@@ -1,0 +1,36 @@
+"""CNN Hooks Lab helpers: record activations with hooks and turn them into pictures.
+
+The notebooks import from here; each module has one job:
+
+* ``hooks``   — ``ActivationRecorder``, ``conv_layers``, ``hooks_on``, ``firing_trace``
+* ``models``  — ``load_resnet34`` (pretrained, cached, local file or seeded random), ``pick_device``
+* ``images``  — ``sample_image_path``, ``load_image``, ``preprocess``
+* ``viz``     — ``feature_grid``, ``show_feature_maps``
+* ``widgets`` — ``feature_explorer`` (imported on demand: it needs ipywidgets)
+"""
+
+from .hooks import ActivationRecorder, conv_layers, firing_trace, format_trace, hooks_on
+from .images import ImageLoadError, load_image, preprocess, sample_image_path, to_displayable
+from .models import WeightsError, imagenet_categories, load_resnet34, pick_device, weights_info
+from .viz import feature_grid, n_pages, show_feature_maps
+
+__all__ = [
+    "ActivationRecorder",
+    "ImageLoadError",
+    "WeightsError",
+    "conv_layers",
+    "feature_grid",
+    "firing_trace",
+    "format_trace",
+    "hooks_on",
+    "imagenet_categories",
+    "load_image",
+    "load_resnet34",
+    "n_pages",
+    "pick_device",
+    "preprocess",
+    "sample_image_path",
+    "show_feature_maps",
+    "to_displayable",
+    "weights_info",
+]

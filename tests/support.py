@@ -1,0 +1,48 @@
+"""Shared by the test suite and tools/execute_notebooks.py: an isolated environment and a notebook runner."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def isolate_environment(scratch: Path | None = None) -> Path:
+    """Point every per-user folder that Jupyter, IPython and matplotlib write to at a temp folder.
+
+    Also forbids weight downloads (CNN_HOOKS_LAB_OFFLINE=1): tests must never touch the network,
+    and their stored outputs must not depend on whether a download happened.
+    """
+    scratch = Path(scratch or tempfile.mkdtemp(prefix="cnn-hooks-lab-"))
+    folders = {
+        "IPYTHONDIR": "ipython",
+        "JUPYTER_RUNTIME_DIR": "jupyter-runtime",
+        "JUPYTER_DATA_DIR": "jupyter-data",
+        "MPLCONFIGDIR": "matplotlib",
+        "TORCH_HOME": "torch",
+    }
+    for variable, name in folders.items():
+        (scratch / name).mkdir(parents=True, exist_ok=True)
+        os.environ[variable] = str(scratch / name)
+    os.environ["CNN_HOOKS_LAB_OFFLINE"] = "1"
+    os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"  # silences a debugger note in kernels
+    # Build matplotlib's font cache now, so no kernel prints "building the font cache".
+    import matplotlib.font_manager  # noqa: F401
+
+    return scratch
+
+
+def execute_notebook(path: Path, timeout: int = 600):
+    """Run a notebook top to bottom in a fresh kernel, in its own folder; return the executed node."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
+    client.execute()
+    return notebook
