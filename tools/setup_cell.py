@@ -13,7 +13,7 @@ def find_repo_root() -> Path:
         if (folder / "helpers" / "__init__.py").is_file():
             return folder
     if "google.colab" in sys.modules:  # Colab opened this one notebook, not the repository
-        clone = Path("/content/cnn-hooks-lab")
+        clone = Path.cwd() / "cnn-hooks-lab"  # /content/cnn-hooks-lab on Colab
         if not clone.exists():
             subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--branch", REF,
                             f"https://github.com/{REPO}.git", str(clone)], check=True)

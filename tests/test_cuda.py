@@ -1,0 +1,53 @@
+"""The CUDA path: models and inputs on the GPU, recordings back on the CPU.
+
+Skipped (with the reason shown by `pytest -ra`) where no CUDA device exists;
+tools/gpu_check.py runs these on a GPU machine.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.hooks import ActivationRecorder, hooks_on
+from helpers.images import load_image, preprocess, sample_image_path
+from helpers.models import load_resnet34
+from helpers.viz import feature_grid
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+
+
+@pytest.fixture(scope="module")
+def cuda_model():
+    return load_resnet34(pretrained=False, device="cuda")
+
+
+@pytest.fixture(scope="module")
+def cat_on_cuda():
+    return preprocess(load_image(sample_image_path())).to("cuda")
+
+
+def test_recordings_of_a_cuda_model_come_back_on_the_cpu(cuda_model, cat_on_cuda):
+    assert next(cuda_model.parameters()).device.type == "cuda"
+    with torch.no_grad(), ActivationRecorder(cuda_model) as rec:
+        logits = cuda_model(cat_on_cuda)
+    assert logits.device.type == "cuda"
+    assert len(rec) == 36 and all(t.device.type == "cpu" for t in rec.outputs)
+    cpu_model = load_resnet34(pretrained=False, device="cpu")
+    with torch.no_grad(), ActivationRecorder(cpu_model) as cpu_rec:
+        cpu_model(cat_on_cuda.cpu())
+    torch.testing.assert_close(rec["layer4.2.conv2"], cpu_rec["layer4.2.conv2"], rtol=1e-2, atol=1e-2)
+    assert hooks_on(cuda_model) == []
+
+
+def test_gradients_on_cuda_come_back_on_the_cpu(cuda_model, cat_on_cuda):
+    with ActivationRecorder(cuda_model, names=["layer4.2.conv2"], gradients=True) as rec:
+        logits = cuda_model(cat_on_cuda)
+        logits[0, logits[0].argmax()].backward()
+    grad = rec.gradient("layer4.2.conv2")
+    assert grad.device.type == "cpu" and grad.shape == (1, 512, 7, 7) and grad.abs().sum() > 0
+    cuda_model.zero_grad(set_to_none=True)
+
+
+def test_feature_grid_accepts_a_cuda_tensor(cat_on_cuda):
+    activation = torch.randn(1, 64, 8, 8, device="cuda")
+    assert np.array_equal(feature_grid(activation), feature_grid(activation.cpu()))
