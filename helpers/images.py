@@ -1,0 +1,203 @@
+"""Load photos safely and turn them into ResNet inputs (and back again for display)."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.models import ResNet34_Weights, WeightsEnum
+from torchvision.transforms import functional as F
+
+ImageSource = Union[str, os.PathLike[str], bytes, bytearray, memoryview]
+
+DEFAULT_WEIGHTS = ResNet34_Weights.IMAGENET1K_V1
+WHITE = (255, 255, 255, 255)
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+# Modes whose pixels can be partly transparent; palette and L/RGB images may also
+# carry transparency in image.info, which has_transparency_data covers.
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+# PIL decoders signal broken files with a zoo of exception types.
+DECODER_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, struct.error)
+
+
+class ImageLoadError(ValueError):
+    """An image file or upload could not be turned into an RGB picture."""
+
+
+def sample_image_path() -> Path:
+    """Return the path of the shipped cat photo (Chelsea, CC0, 451×300)."""
+    return Path(__file__).resolve().parent.parent / "notebooks" / "assets" / "cat.png"
+
+
+def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
+    """Load a path or raw bytes as a fully decoded RGB image, upright per its EXIF.
+
+    ``source`` is a file path or the bytes of an upload (ipywidgets ``FileUpload``
+    gives ``bytes`` or ``memoryview``); ``name`` labels the upload in error messages.
+    Multi-frame images (GIF, TIFF) give their first frame. Every failure raises
+    ``ImageLoadError`` with a message that names the file and says what to do.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        label = name or "uploaded image"
+        data = bytes(source)
+        if not data:
+            raise ImageLoadError(f"'{label}' is empty (0 bytes). Upload the image file again.")
+        return _to_rgb(_decode(io.BytesIO(data), label), label)
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(
+            f"load_image() takes a file path or bytes, not {type(source).__name__}."
+        )
+
+    path = Path(source).expanduser()
+    label = name or str(path)
+    _check_readable_file(path, label)
+    try:
+        with path.open("rb") as file:
+            image = _decode(file, label)
+    except PermissionError:
+        raise ImageLoadError(
+            f"'{label}' cannot be read: permission denied. Copy it somewhere you can read."
+        ) from None
+    return _to_rgb(image, label)
+
+
+def preprocess(
+    image: Image.Image, normalize: bool = True, weights: WeightsEnum | None = None
+) -> torch.Tensor:
+    """Turn a PIL image into the 1×3×224×224 float batch the pretrained ResNet expects.
+
+    Uses the weights' own preset (``weights.transforms()``: resize to 256, centre-crop
+    224, scale to [0, 1], standardise with the ImageNet mean/std).
+
+    Normalisation matters: the network was trained on inputs standardised with the
+    ImageNet mean and std, so its first-layer filters expect roughly zero-centred
+    values. Raw [0, 1] inputs shift every first-layer activation and everything
+    after it (the original blog post this project improves used only
+    Resize + ToTensor). ``normalize=False`` applies the same resize and crop but
+    keeps values in [0, 1], to show what normalisation changes.
+    """
+    if not isinstance(image, Image.Image):
+        raise TypeError(
+            f"preprocess() takes a PIL image, not {type(image).__name__}. "
+            "Call load_image(path_or_bytes) first."
+        )
+    image = _to_rgb(image, "image")
+    preset = (weights or DEFAULT_WEIGHTS).transforms()
+    if normalize:
+        return preset(image).unsqueeze(0)
+    resized = F.resize(
+        image, preset.resize_size, interpolation=preset.interpolation, antialias=preset.antialias
+    )
+    cropped = F.center_crop(resized, preset.crop_size)
+    return F.convert_image_dtype(F.pil_to_tensor(cropped), torch.float32).unsqueeze(0)
+
+
+def to_displayable(tensor: torch.Tensor, weights: WeightsEnum | None = None) -> np.ndarray:
+    """Undo the normalisation of a 1×3×H×W or 3×H×W tensor; return H×W×3 floats in [0, 1]."""
+    pixels = tensor.detach().cpu().float()
+    if pixels.dim() == 4 and pixels.shape[0] == 1:
+        pixels = pixels[0]
+    if pixels.dim() != 3 or pixels.shape[0] != 3:
+        raise ValueError(
+            "to_displayable() needs a 1×3×H×W or 3×H×W tensor, "
+            f"got shape {tuple(tensor.shape)}."
+        )
+    preset = (weights or DEFAULT_WEIGHTS).transforms()
+    mean = torch.tensor(preset.mean).view(3, 1, 1)
+    std = torch.tensor(preset.std).view(3, 1, 1)
+    return (pixels * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def _check_readable_file(path: Path, label: str) -> None:
+    """Raise ImageLoadError unless ``path`` is an existing, non-empty regular file."""
+    if not path.exists():
+        raise ImageLoadError(
+            f"Image file not found: '{label}'. Check the spelling; relative paths "
+            f"start from the current folder ({Path.cwd()})."
+        )
+    if path.is_dir():
+        raise ImageLoadError(
+            f"'{label}' is a directory, not an image file. Pass the path of a file inside it."
+        )
+    if path.stat().st_size == 0:
+        raise ImageLoadError(f"'{label}' is empty (0 bytes). Download or export the image again.")
+
+
+def _decode(file: BinaryIO, label: str) -> Image.Image:
+    """Decode the first frame completely, applying EXIF orientation; errors name ``label``."""
+    with warnings.catch_warnings():
+        # Between 1× and 2× MAX_IMAGE_PIXELS PIL only warns; treat that as too large too.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(file) as image:  # opens on the first frame of a GIF/TIFF
+                image.load()  # inside the try: truncation only shows up while decoding
+                return ImageOps.exif_transpose(image)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageLoadError(
+                f"'{label}' is too large to decode safely: it has more than "
+                f"{Image.MAX_IMAGE_PIXELS:,} pixels (PIL's decompression-bomb limit). "
+                "Shrink it to a few megapixels in an image editor first."
+            ) from None
+        except UnidentifiedImageError:
+            raise ImageLoadError(
+                f"'{label}' is not an image PIL can read (unrecognised file format). "
+                "Use a PNG, JPEG, GIF, BMP, TIFF or WebP file."
+            ) from None
+        except DECODER_ERRORS as exc:
+            if "truncated" in str(exc):
+                raise ImageLoadError(
+                    f"'{label}' is truncated: the file ends before the image data does. "
+                    "Download or export it again."
+                ) from None
+            raise ImageLoadError(
+                f"'{label}' is damaged and could not be decoded ({type(exc).__name__}: {exc}). "
+                "Re-export it as PNG or JPEG."
+            ) from None
+
+
+def _to_rgb(image: Image.Image, label: str) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB without clipping or garbage under transparency."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
+        return Image.fromarray(_rescale_to_uint8(image)).convert("RGB")
+    if image.mode in ALPHA_MODES or image.has_transparency_data:
+        # Transparent pixels hold arbitrary RGB (often black); white matches how
+        # viewers and browsers usually show them, so the network sees that picture.
+        background = Image.new("RGBA", image.size, WHITE)
+        return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+    try:
+        return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...
+    except ValueError:
+        raise ImageLoadError(
+            f"'{label}' uses colour mode {image.mode}, which cannot be converted to RGB. "
+            "Re-export it as an RGB PNG or JPEG."
+        ) from None
+
+
+def _rescale_to_uint8(image: Image.Image) -> np.ndarray:
+    """Map a 16-bit, 32-bit integer or float greyscale image onto 0..255.
+
+    PIL's own ``convert("L")`` clips these to 255, giving a white picture.
+    - 16-bit modes: 0..65535 → 0..255 (divide by 257).
+    - ``I`` whose values fit in 0..65535: treated as 16-bit, because older Pillow
+      versions open 16-bit PNGs as ``I``; other ``I`` images are min–max stretched.
+    - ``F`` within 0..1: scaled by 255 (the usual float convention); otherwise min–max.
+    A constant image that needs min–max stretching becomes black (no contrast to stretch).
+    """
+    values = np.asarray(image, dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    if image.mode in SIXTEEN_BIT_MODES or (image.mode == "I" and low >= 0 and high <= 65535):
+        scaled = values / 257.0
+    elif image.mode == "F" and low >= 0 and high <= 1:
+        scaled = values * 255.0
+    else:
+        scaled = (values - low) / ((high - low) or 1.0) * 255.0
+    return np.rint(np.clip(scaled, 0, 255)).astype(np.uint8)

@@ -1,0 +1,276 @@
+"""Tests for helpers.images: safe loading, faithful RGB conversion, preprocessing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from helpers.images import (
+    ImageLoadError,
+    load_image,
+    preprocess,
+    sample_image_path,
+    to_displayable,
+)
+
+EXIF_ORIENTATION_TAG = 0x0112
+
+
+def save(image: Image.Image, path: Path, **params) -> Path:
+    """Save ``image`` to ``path`` and return the path."""
+    image.save(path, **params)
+    return path
+
+
+def pixels(image: Image.Image) -> list[tuple[int, int, int]]:
+    """All pixels of a small RGB image, row by row."""
+    return [tuple(int(v) for v in px) for px in np.asarray(image).reshape(-1, 3)]
+
+
+def assert_close_colour(actual, expected, tolerance: int = 1) -> None:
+    assert all(abs(a - e) <= tolerance for a, e in zip(actual, expected)), (actual, expected)
+
+
+def load_error(source, **kwargs) -> ImageLoadError:
+    """Load ``source``, expecting an ImageLoadError that hides PIL's traceback."""
+    with pytest.raises(ImageLoadError) as excinfo:
+        load_image(source, **kwargs)
+    error = excinfo.value
+    assert error.__cause__ is None
+    assert error.__context__ is None or error.__suppress_context__
+    return error
+
+
+# --- the shipped sample -------------------------------------------------------
+
+
+def test_sample_image_loads_as_rgb_cat():
+    path = sample_image_path()
+    assert path.is_file()
+    image = load_image(path)
+    assert image.mode == "RGB"
+    assert image.size == (451, 300)
+
+
+def test_preprocess_sample_normalized_and_raw():
+    image = load_image(sample_image_path())
+    normalized = preprocess(image)
+    raw = preprocess(image, normalize=False)
+    for batch in (normalized, raw):
+        assert batch.shape == (1, 3, 224, 224)
+        assert batch.dtype == torch.float32
+    assert abs(normalized.mean().item()) < 1
+    assert normalized.min().item() < 0  # standardised, not just scaled
+    assert 0 <= raw.min().item() and raw.max().item() <= 1
+
+
+def test_to_displayable_inverts_normalisation():
+    image = load_image(sample_image_path())
+    shown = to_displayable(preprocess(image))
+    expected = preprocess(image, normalize=False)[0].permute(1, 2, 0).numpy()
+    assert shown.shape == (224, 224, 3)
+    assert 0 <= shown.min() and shown.max() <= 1
+    np.testing.assert_allclose(shown, expected, atol=1e-5)
+    np.testing.assert_allclose(to_displayable(preprocess(image)[0]), expected, atol=1e-5)
+
+
+def test_to_displayable_rejects_wrong_shape():
+    with pytest.raises(ValueError, match="3×H×W"):
+        to_displayable(torch.zeros(2, 3, 8, 8))
+
+
+def test_preprocess_rejects_a_path_with_a_hint():
+    with pytest.raises(TypeError, match="load_image"):
+        preprocess(str(sample_image_path()))
+
+
+# --- bad inputs ---------------------------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    error = load_error(tmp_path / "ghost.png")
+    assert "ghost.png" in str(error) and "not found" in str(error)
+
+
+def test_directory(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    error = load_error(folder)
+    assert "photos" in str(error) and "directory" in str(error)
+
+
+def test_text_file_renamed_jpg(tmp_path):
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("this is not a picture\n")
+    error = load_error(fake)
+    assert "notes.jpg" in str(error) and "not an image" in str(error)
+
+
+def test_empty_file(tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    error = load_error(empty)
+    assert "empty.png" in str(error) and "empty (0 bytes)" in str(error)
+
+
+@pytest.mark.parametrize("fmt, suffix", [("PNG", "png"), ("JPEG", "jpg")])
+def test_truncated_image(tmp_path, fmt, suffix):
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    path = save(Image.fromarray(noise), tmp_path / f"cut.{suffix}", format=fmt)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    error = load_error(path)
+    assert f"cut.{suffix}' is truncated" in str(error)
+
+
+@pytest.mark.parametrize("limit_factor", [1.5, 2.5], ids=["warning-range", "error-range"])
+def test_decompression_bomb(tmp_path, monkeypatch, limit_factor):
+    # 300×300 = 90,000 pixels: PIL warns above the limit and refuses above twice it.
+    path = save(Image.new("1", (300, 300)), tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", int(300 * 300 / limit_factor))
+    error = load_error(path)
+    assert "bomb.png" in str(error) and "too large" in str(error)
+
+
+def test_bytes_input_and_bad_bytes_name_the_upload(tmp_path):
+    path = save(Image.new("RGB", (5, 4), (10, 200, 30)), tmp_path / "ok.png")
+    for data in (path.read_bytes(), memoryview(path.read_bytes())):
+        image = load_image(data, name="ok.png")
+        assert image.mode == "RGB" and image.size == (5, 4)
+        assert pixels(image)[0] == (10, 200, 30)
+    error = load_error(b"GIF89a but not really", name="upload.gif")
+    assert "upload.gif" in str(error) and "not an image" in str(error)
+    empty_upload = str(load_error(b"", name="upload.gif"))
+    assert "upload.gif" in empty_upload and "empty (0 bytes)" in empty_upload
+
+
+# --- unusual but valid images -------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype, mode", [("<u2", "I;16"), (">u2", "I;16B")])
+def test_sixteen_bit_is_rescaled_not_clipped(tmp_path, dtype, mode):
+    image = Image.fromarray(np.array([[0, 32768, 65535]], dtype=dtype))
+    assert image.mode == mode
+    path = save(image, tmp_path / "deep.tif")
+    loaded = load_image(path)
+    assert loaded.mode == "RGB" and loaded.size == (3, 1)
+    assert [px[0] for px in pixels(loaded)] == [0, 128, 255]
+
+
+def test_sixteen_bit_png(tmp_path):
+    values = np.array([[0, 32768, 65535]], dtype=np.uint16)
+    path = save(Image.fromarray(values), tmp_path / "deep.png")
+    assert [px[0] for px in pixels(load_image(path))] == [0, 128, 255]
+
+
+def test_32bit_integer_and_float_images_are_rescaled(tmp_path):
+    # Old Pillow opens 16-bit PNGs as "I", so values within 0..65535 are read as 16-bit.
+    in_16bit_range = Image.fromarray(np.array([[0, 32768]], dtype=np.int32))
+    assert [px[0] for px in pixels(load_image(save(in_16bit_range, tmp_path / "i.tif")))] == [
+        0,
+        128,
+    ]
+    signed = Image.fromarray(np.array([[-100, 0, 100]], dtype=np.int32))
+    assert [px[0] for px in pixels(load_image(save(signed, tmp_path / "s.tif")))] == [0, 128, 255]
+    unit_float = Image.fromarray(np.array([[0.25, 0.5]], dtype=np.float32))
+    assert [px[0] for px in pixels(load_image(save(unit_float, tmp_path / "f.tif")))] == [64, 128]
+    wide_float = Image.fromarray(np.array([[-2.0, 0.0, 2.0]], dtype=np.float32))
+    assert [px[0] for px in pixels(load_image(save(wide_float, tmp_path / "w.tif")))] == [
+        0,
+        128,
+        255,
+    ]
+
+
+@pytest.mark.filterwarnings("error")  # numpy warns on 0/0 before NaN is cast away
+def test_constant_float_image_gives_no_nan(tmp_path):
+    flat = Image.fromarray(np.full((2, 2), 7.0, dtype=np.float32))
+    loaded = load_image(save(flat, tmp_path / "flat.tif"))
+    assert loaded.mode == "RGB" and loaded.size == (2, 2)
+    assert torch.isfinite(preprocess(loaded)).all()
+
+
+@pytest.mark.parametrize("mode, white, black", [("L", 255, 0), ("1", 1, 0)])
+def test_grayscale_and_bilevel(tmp_path, mode, white, black):
+    image = Image.new(mode, (2, 1), black)
+    image.putpixel((0, 0), white)
+    loaded = load_image(save(image, tmp_path / f"gray_{mode}.png"))
+    assert loaded.mode == "RGB" and loaded.size == (2, 1)
+    assert pixels(loaded) == [(255, 255, 255), (0, 0, 0)]
+
+
+def test_palette_transparency_becomes_white(tmp_path):
+    image = Image.new("P", (2, 1), 0)
+    image.putpalette([255, 0, 0, 0, 0, 255])  # index 0 red, index 1 blue
+    image.putpixel((1, 0), 1)
+    for suffix in ("png", "gif"):
+        path = save(image, tmp_path / f"palette.{suffix}", transparency=1)
+        assert pixels(load_image(path)) == [(255, 0, 0), (255, 255, 255)]
+
+
+@pytest.mark.parametrize(
+    "mode, opaque, transparent",
+    [
+        ("RGBA", (0, 128, 0, 255), (0, 0, 0, 0)),
+        ("LA", (60, 255), (0, 0)),
+    ],
+)
+def test_alpha_composited_over_white(tmp_path, mode, opaque, transparent):
+    image = Image.new(mode, (2, 1), transparent)
+    image.putpixel((0, 0), opaque)
+    loaded = load_image(save(image, tmp_path / f"alpha_{mode}.png"))
+    expected_opaque = opaque[:3] if mode == "RGBA" else (opaque[0],) * 3
+    assert pixels(loaded) == [expected_opaque, (255, 255, 255)]
+
+
+def test_half_transparent_pixel_is_blended_with_white(tmp_path):
+    image = Image.new("RGBA", (1, 1), (0, 0, 0, 128))
+    loaded = load_image(save(image, tmp_path / "half.png"))
+    assert_close_colour(pixels(loaded)[0], (127, 127, 127))
+
+
+def test_preprocess_converts_non_rgb_images_too():
+    # PIL cannot write "PA" files, so build one in memory: transparent red → white.
+    image = Image.new("PA", (8, 8), (0, 0))
+    image.putpalette([255, 0, 0])
+    raw = preprocess(image, normalize=False)
+    assert raw.shape == (1, 3, 224, 224)
+    np.testing.assert_allclose(raw.numpy(), 1.0)
+
+
+def test_cmyk_jpeg_red_stays_red(tmp_path):
+    path = save(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), tmp_path / "cmyk.jpg")
+    red, green, blue = pixels(load_image(path))[8 * 16 + 8]
+    assert red > 200 and green < 60 and blue < 60
+
+
+def test_first_frame_of_animated_gif(tmp_path):
+    frames = [Image.new("RGB", (4, 4), colour) for colour in ("red", "blue")]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    loaded = load_image(path)
+    assert loaded.mode == "RGB" and loaded.size == (4, 4)
+    assert pixels(loaded)[0] == (255, 0, 0)
+
+
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_exif_orientation_is_applied(tmp_path, orientation):
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION_TAG] = orientation
+    path = save(Image.new("RGB", (40, 20), "red"), tmp_path / "phone.jpg", exif=exif)
+    assert load_image(path).size == (20, 40)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (4000, 50)], ids=["1x1", "panorama"])
+def test_extreme_sizes_work_through_preprocess(tmp_path, size):
+    path = save(Image.new("RGB", size, (200, 10, 10)), tmp_path / "odd.png")
+    loaded = load_image(path)
+    assert loaded.size == size
+    raw = preprocess(loaded, normalize=False)
+    assert raw.shape == (1, 3, 224, 224)
+    centre = raw[0, :, 112, 112].numpy()
+    np.testing.assert_allclose(centre, np.array([200, 10, 10]) / 255, atol=1e-3)
