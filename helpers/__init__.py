@@ -6,6 +6,8 @@ The notebooks import from here; each module has one job:
 * ``models``  — ``load_resnet34`` (pretrained, cached, local file or seeded random), ``pick_device``
 * ``images``  — ``sample_image_path``, ``load_image``, ``preprocess``
 * ``viz``     — ``feature_grid``, ``show_feature_maps``
+* ``attribution`` — ``grad_cam``, ``overlay``, ``top_k``
+* ``stats``   — per-layer activation statistics
 * ``widgets`` — ``feature_explorer`` (imported on demand: it needs ipywidgets)
 """
 

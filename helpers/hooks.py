@@ -17,7 +17,8 @@ The rules, in one place:
 * **Gradients.** With ``gradients=True`` the recorder also keeps the gradient
   of each recorded output, through a tensor hook registered from the forward
   hook (full backward hooks fail on ResNet's in-place ReLUs). Call
-  ``backward()`` inside the ``with`` block.
+  ``backward()`` inside the ``with`` block. A second ``backward()`` replaces
+  the recorded gradients; it does not add to them as ``.grad`` does.
 * **Cleanup.** Every hook is removed on ``stop()`` or when the ``with`` block
   ends, also when the forward pass raises. Starting a recorder first removes
   the hooks of any earlier recorder of this package on the same model, so a
@@ -175,7 +176,8 @@ class ActivationRecorder:
             raise RuntimeError(
                 f"gradients=True, but the output of {self.names[index]!r} does not require "
                 "grad. Run the forward pass with grad enabled (not under torch.no_grad() "
-                "or torch.inference_mode())."
+                "or torch.inference_mode()); with frozen parameters, pass an input with "
+                "requires_grad_(True)."
             )
 
         def store(grad: torch.Tensor) -> None:
@@ -212,7 +214,12 @@ class ActivationRecorder:
 
     def gradient(self, key: int | str) -> torch.Tensor:
         """The gradient recorded for an output, by index or name."""
-        index = self.names.index(key) if isinstance(key, str) else key
+        if isinstance(key, str):
+            if key not in self.names:
+                raise KeyError(f"Nothing recorded under {key!r}. Recorded: {self._names_preview()}")
+            index = self.names.index(key)
+        else:
+            index = key
         grad = self.gradients[index]
         if grad is None:
             raise RuntimeError(

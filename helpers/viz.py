@@ -159,6 +159,7 @@ def show_feature_maps(
     cmap: str = "viridis",
     symmetric: bool = False,
     figsize: tuple[float, float] | None = None,
+    label: str | None = None,
 ) -> Figure:
     """A matplotlib figure of one page of channels, with a title and a colorbar.
 
@@ -178,11 +179,11 @@ def show_feature_maps(
         if low == high:
             high = low + 1.0
         values = low + grid.astype(np.float32) / 255 * (high - low)
-        label = "activation value (one scale for the layer)"
+        colorbar_label = "activation value (one scale for the layer)"
     else:
         low, high = (-1.0, 1.0) if symmetric else (0.0, 1.0)
         values = low + grid.astype(np.float32) / 255 * (high - low)
-        label = ("each channel: −max|x| … 0 … +max|x|" if symmetric
+        colorbar_label = ("each channel: −max|x| … 0 … +max|x|" if symmetric
                  else "each channel: its min (0) … its max (1)")
 
     cols = min(nrow, stop - first)
@@ -200,5 +201,5 @@ def show_feature_maps(
         f" (page {page + 1} of {pages}), normalised per {normalize}",
         fontsize=10,
     )
-    fig.colorbar(image, ax=ax, shrink=0.8, label=label)
+    fig.colorbar(image, ax=ax, shrink=0.8, label=colorbar_label if label is None else label)
     return fig
