@@ -145,8 +145,9 @@ def colorize(grid: np.ndarray, cmap: str = "viridis", mask: np.ndarray | None = 
     return rgb
 
 
-def _colormap(cmap: str | Colormap) -> Colormap:
-    return plt.get_cmap(cmap).with_extremes(bad="white")
+def _colormap(cmap: str | Colormap, symmetric: bool) -> Colormap:
+    # Padding is drawn as "bad" pixels: white, or grey where white means 0.
+    return plt.get_cmap(cmap).with_extremes(bad="0.5" if symmetric else "white")
 
 
 def show_feature_maps(
@@ -191,7 +192,7 @@ def show_feature_maps(
     if figsize is None:
         figsize = (min(10, 1.2 * cols + 1.5), min(10, 1.2 * rows + 0.8))
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")
-    image = ax.imshow(np.ma.masked_array(values, mask), cmap=_colormap(cmap),
+    image = ax.imshow(np.ma.masked_array(values, mask), cmap=_colormap(cmap, symmetric),
                       vmin=low, vmax=high, interpolation="antialiased")
     ax.set_axis_off()
     pages = n_pages(channels, page_size)
