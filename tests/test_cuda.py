@@ -35,7 +35,10 @@ def test_recordings_of_a_cuda_model_come_back_on_the_cpu(cuda_model, cat_on_cuda
     cpu_model = load_resnet34(pretrained=False, device="cpu")
     with torch.no_grad(), ActivationRecorder(cpu_model) as cpu_rec:
         cpu_model(cat_on_cuda.cpu())
-    torch.testing.assert_close(rec["layer4.2.conv2"], cpu_rec["layer4.2.conv2"], rtol=1e-2, atol=1e-2)
+    # cuDNN may use TF32 on Ampere and newer: compare at its precision, relative to the layer's scale.
+    for name in ("conv1", "layer2.3.conv2", "layer4.2.conv2"):
+        scale = cpu_rec[name].abs().max().item()
+        torch.testing.assert_close(rec[name], cpu_rec[name], rtol=0, atol=2e-2 * scale)
     assert hooks_on(cuda_model) == []
 
 
@@ -51,3 +54,25 @@ def test_gradients_on_cuda_come_back_on_the_cpu(cuda_model, cat_on_cuda):
 def test_feature_grid_accepts_a_cuda_tensor(cat_on_cuda):
     activation = torch.randn(1, 64, 8, 8, device="cuda")
     assert np.array_equal(feature_grid(activation), feature_grid(activation.cpu()))
+
+
+def test_grad_cam_on_cuda_matches_the_cpu(cuda_model, cat_on_cuda):
+    from helpers.attribution import grad_cam_for
+
+    on_gpu = grad_cam_for(cuda_model, cat_on_cuda, layer="layer4")
+    cpu_model = load_resnet34(pretrained=False, device="cpu")
+    on_cpu = grad_cam_for(cpu_model, cat_on_cuda.cpu(), layer="layer4", target=on_gpu.target)
+    assert on_gpu.cam.device.type == "cpu"
+    torch.testing.assert_close(on_gpu.cam, on_cpu.cam, rtol=0, atol=0.05)
+    assert hooks_on(cuda_model) == []
+
+
+def test_explorer_upload_reruns_the_cuda_model_once(cuda_model, cat_on_cuda):
+    from helpers.widgets import feature_explorer
+
+    with torch.no_grad(), ActivationRecorder(cuda_model) as rec:
+        cuda_model(cat_on_cuda)
+    explorer = feature_explorer(rec, model=cuda_model)
+    assert explorer.use_photo(sample_image_path()) and explorer.forward_runs == 1
+    assert not explorer.use_photo(b"not an image", name="notes.jpg") and explorer.forward_runs == 1
+    assert "notes.jpg" in explorer.message_text
