@@ -79,8 +79,9 @@ def _select_modules(
 def _copy_to_cpu(value):
     """A detached CPU copy of a tensor, or of every tensor in a tuple or list."""
     if isinstance(value, torch.Tensor):
-        # copy=True: on the CPU .cpu() would return the same storage.
-        return value.detach().to("cpu", copy=True)
+        value = value.detach()
+        # On the CPU, .cpu() would return the same storage: clone instead.
+        return value.clone() if value.device.type == "cpu" else value.to("cpu")
     if isinstance(value, (tuple, list)):
         return type(value)(_copy_to_cpu(v) for v in value)
     return value
