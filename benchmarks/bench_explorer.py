@@ -73,7 +73,7 @@ def _timed(function, *args) -> tuple[float, object]:
 def run(repeats: int = 9) -> list[str]:
     """Measure and return the result lines (also printed when run as a script)."""
     from helpers.viz import colormap_lut
-    from helpers.widgets import ExplorerState, render_channel
+    from helpers.explorer import ExplorerState, render_channel
 
     recorder, weights = _record_cat()
     conv1 = recorder["conv1"]

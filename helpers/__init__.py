@@ -8,7 +8,8 @@ The notebooks import from here; each module has one job:
 * ``viz``     — ``feature_grid``, ``show_feature_maps``
 * ``attribution`` — ``grad_cam``, ``overlay``, ``top_k``
 * ``stats``   — per-layer activation statistics
-* ``widgets`` — ``feature_explorer`` (imported on demand: it needs ipywidgets)
+* ``explorer`` — fast rendering of feature-map pages for the explorer (no widgets)
+* ``widgets`` — ``feature_explorer``, the interactive explorer (imported on demand: it needs ipywidgets)
 """
 
 from .hooks import ActivationRecorder, conv_layers, firing_trace, format_trace, hooks_on

@@ -15,11 +15,9 @@ from torch import nn
 
 from helpers.hooks import ActivationRecorder
 from helpers.viz import colormap_lut, tile_grid
-from helpers.widgets import (
+from helpers.explorer import (
     ExplorerState,
-    FeatureExplorer,
     channel_stats,
-    feature_explorer,
     render_channel,
     render_page,
     tile_pages,
@@ -27,6 +25,7 @@ from helpers.widgets import (
     upscale_factor,
     uploaded_files,
 )
+from helpers.widgets import FeatureExplorer, feature_explorer
 
 
 def decode(png: bytes) -> np.ndarray:
