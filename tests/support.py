@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+MACHINE_PATH = re.compile(r"(?<![\w.:/~-])/(?:[\w.-]+/){2,}|site-packages/")
+
+
+def output_problems(notebook) -> list[str]:
+    """What nbval or a reader would trip over in stored outputs: errors, stderr, paths of this machine."""
+    problems = []
+    for index, cell in enumerate(notebook["cells"]):
+        for output in cell.get("outputs", []):
+            if output["output_type"] == "error":
+                problems.append(f"cell {index}: error output {output.get('ename')}")
+            text = "".join(output.get("text", "")) + "".join(
+                str(v) for k, v in output.get("data", {}).items() if k.startswith("text/")
+            )
+            if output.get("name") == "stderr":
+                problems.append(f"cell {index}: writes to stderr: {text[:120]!r}")
+            match = MACHINE_PATH.search(text)
+            if match:
+                problems.append(f"cell {index}: shows a path of this machine {match.group(0)!r}")
+    return problems
 
 
 def isolate_environment(scratch: Path | None = None) -> Path:

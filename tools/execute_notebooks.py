@@ -8,7 +8,6 @@ Runs under the same isolated, offline environment as the tests, strips widget st
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from pathlib import Path
@@ -17,27 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nbformat  # noqa: E402
 
-from tests.support import NOTEBOOKS, execute_notebook, isolate_environment  # noqa: E402
-
-MACHINE_PATH = re.compile(r"(?<![\w.:/~-])/(?:[\w.-]+/){2,}|site-packages/")
-
-
-def hygiene_problems(notebook) -> list[str]:
-    problems = []
-    for index, cell in enumerate(notebook.cells):
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "error":
-                problems.append(f"cell {index}: error output {output.get('ename')}")
-            text = "".join(output.get("text", "")) + "".join(
-                str(v) for k, v in output.get("data", {}).items() if k.startswith("text/")
-            )
-            if output.get("name") == "stderr":
-                problems.append(f"cell {index}: writes to stderr: {text[:120]!r}")
-            match = MACHINE_PATH.search(text)
-            if match:
-                problems.append(f"cell {index}: shows a machine path {match.group(0)!r}")
-    return problems
-
+from tests.support import NOTEBOOKS, execute_notebook, isolate_environment, output_problems  # noqa: E402
 
 def main(paths: list[str]) -> int:
     isolate_environment()
@@ -48,7 +27,7 @@ def main(paths: list[str]) -> int:
         notebook = execute_notebook(path)
         notebook.metadata.pop("widgets", None)
         nbformat.write(notebook, path)
-        problems = hygiene_problems(notebook)
+        problems = output_problems(notebook)
         failed += bool(problems)
         print(f"{path.name}: executed in {time.perf_counter() - start:.1f} s")
         for problem in problems:
