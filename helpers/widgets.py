@@ -1,19 +1,9 @@
 """An interactive feature-map explorer: sliders for the layer and the channel page.
 
-The model runs once; every redraw works on what was recorded.
+The model runs once; every redraw works on what was recorded, through the
+cached rendering of ``helpers.explorer`` (its docstring explains the cache,
+the pixels and the colours).
 
-* **Cache.** For each (layer, normalisation, symmetric) the activations are
-  scaled once to palette indices (uint8, C×H×W, see ``to_palette_indices``).
-  A redraw slices one page out of that cache, lays the tiles out and encodes a
-  palette PNG with PIL: a few ms for the largest ResNet34 page, about a
-  hundred times faster than matplotlib ``imshow`` + ``savefig`` of the same
-  page (``benchmarks/bench_explorer.py`` measures both).
-* **Pixels.** Small maps are enlarged by an integer factor with nearest
-  neighbour (a 7×7 map becomes 112×112 pixels), so every layer gives a picture
-  of the same size and a pixel of the map stays a sharp square.
-* **Colours.** Palette index 0 is the padding between tiles; indices 1–255 are
-  the colormap. Diverging maps (``RdBu_r``) use a scale centred at 0, so white
-  means 0 and red / blue mean positive / negative.
 * **Widgets.** Only the core ipywidgets API shared by 7.7 (Colab) and 8
   (JupyterLab 4): sliders, toggle buttons, ``Image``, ``HTML``, ``FileUpload``.
   The enlarged channel is a small matplotlib figure, rendered to PNG bytes
