@@ -5,7 +5,7 @@ The notebooks import from here; each module has one job:
 * ``hooks``   — ``ActivationRecorder``, ``conv_layers``, ``hooks_on``, ``firing_trace``
 * ``models``  — ``load_resnet34`` (pretrained, cached, local file or seeded random), ``pick_device``
 * ``images``  — ``sample_image_path``, ``load_image``, ``preprocess``
-* ``viz``     — ``feature_grid``, ``show_feature_maps``
+* ``viz``     — ``feature_grid``, ``show_feature_maps``, ``fingerprint`` (a printed summary of a picture)
 * ``attribution`` — ``grad_cam``, ``overlay``, ``top_k``
 * ``stats``   — per-layer activation statistics
 * ``explorer`` — fast rendering of feature-map pages for the explorer (no widgets)
@@ -15,7 +15,7 @@ The notebooks import from here; each module has one job:
 from .hooks import ActivationRecorder, conv_layers, firing_trace, format_trace, hooks_on
 from .images import ImageLoadError, load_image, preprocess, sample_image_path, to_displayable
 from .models import WeightsError, imagenet_categories, load_resnet34, pick_device, weights_info
-from .viz import feature_grid, n_pages, show_feature_maps
+from .viz import feature_grid, fingerprint, n_pages, show_feature_maps
 
 __all__ = [
     "ActivationRecorder",
@@ -23,6 +23,7 @@ __all__ = [
     "WeightsError",
     "conv_layers",
     "feature_grid",
+    "fingerprint",
     "firing_trace",
     "format_trace",
     "hooks_on",

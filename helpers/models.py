@@ -31,6 +31,8 @@ from torchvision.models import ResNet34_Weights, resnet34
 WEIGHTS = ResNet34_Weights.IMAGENET1K_V1
 
 OFFLINE_ENV_VAR = "CNN_HOOKS_LAB_OFFLINE"
+# A teacher can point a whole class at one shared checkpoint: used like weights_path=.
+WEIGHTS_ENV_VAR = "CNN_HOOKS_LAB_WEIGHTS"
 _TRUE_VALUES = {"1", "true", "yes"}
 # Same convention as torch.hub: "name-<sha256 prefix>.ext".
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]*)\.")
@@ -102,15 +104,23 @@ def load_resnet34(
 ) -> torch.nn.Module:
     """Build ResNet34 in eval mode on `device`, with `model.weights_info` attached.
 
-    Weights: `weights_path` if given; random if not `pretrained`; else the
+    Weights: `weights_path` if given; random if not `pretrained`; else the file
+    named by the environment variable CNN_HOOKS_LAB_WEIGHTS, if set; else the
     torch.hub cache, else a download from `url` (default: the official one);
     offline, seeded random weights with a printed notice.
     """
     model = _seeded_model(seed)
-    if weights_path is not None:
-        path = Path(weights_path)
+    from_env = os.environ.get(WEIGHTS_ENV_VAR, "").strip() if pretrained and weights_path is None else ""
+    if weights_path is not None or from_env:
+        path = Path(weights_path if weights_path is not None else from_env).expanduser()
+        if from_env and not path.is_file():
+            raise WeightsError(
+                f"{WEIGHTS_ENV_VAR} is set to '{from_env}', but there is no file there. "
+                f"Fix the path, or unset {WEIGHTS_ENV_VAR} to use the torch.hub cache or a download."
+            )
         _load_into(model, path)
-        info = WeightsInfo("file", True, str(path.resolve()), f"loaded from {path.name}")
+        how = f"set by {WEIGHTS_ENV_VAR}" if from_env else "weights_path="
+        info = WeightsInfo("file", True, str(path.resolve()), f"loaded from {path.name} ({how})")
     elif not pretrained:
         info = WeightsInfo("random", False, None, "requested with pretrained=False", seed)
     else:

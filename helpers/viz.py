@@ -32,6 +32,25 @@ def n_pages(n_channels: int, page_size: int) -> int:
     return max(1, math.ceil(n_channels / page_size))
 
 
+def _sig(value: float, digits: int) -> str:
+    text = f"{value:.{digits}g}"
+    return "0" if text in ("-0", "0", "-0.0") else text
+
+
+def fingerprint(values, digits: int = 3) -> str:
+    """A one-line summary of what a figure draws: shape, min, max, mean, std to ``digits`` significant figures.
+
+    Notebooks print it under each figure, so a changed picture changes a compared text
+    output (nbval skips images). Rounding keeps it stable across CPUs and library versions.
+    """
+    array = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64)
+    if array.size == 0:
+        raise ValueError("fingerprint() got an empty array: nothing is drawn.")
+    stats = (array.min(), array.max(), array.mean(), array.std())
+    parts = [f"{label} {_sig(v, digits)}" for label, v in zip(("min", "max", "mean", "std"), stats)]
+    return "×".join(str(n) for n in array.shape) + ": " + "  ".join(parts)
+
+
 def as_chw(activation) -> torch.Tensor:
     """A detached float32 C×H×W CPU tensor from a C×H×W map or a 1×C×H×W batch of one."""
     tensor = torch.as_tensor(activation).detach().cpu()

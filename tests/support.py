@@ -48,11 +48,27 @@ def isolate_environment(scratch: Path | None = None) -> Path:
         (scratch / name).mkdir(parents=True, exist_ok=True)
         os.environ[variable] = str(scratch / name)
     os.environ["CNN_HOOKS_LAB_OFFLINE"] = "1"
+    os.environ.pop("CNN_HOOKS_LAB_WEIGHTS", None)  # a teacher's shared checkpoint must not change stored outputs
     os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"  # silences a debugger note in kernels
     # Build matplotlib's font cache now, so no kernel prints "building the font cache".
     import matplotlib.font_manager  # noqa: F401
 
     return scratch
+
+
+def write_stand_in_checkpoint(path: Path, seed: int = 1) -> Path:
+    """Save a ResNet34 state dict (seeded random values) where a pretrained checkpoint would be.
+
+    Loaded through CNN_HOOKS_LAB_WEIGHTS it makes the notebooks take their ``if pretrained:``
+    branches offline. Its values mean nothing: check that cells run, not what they print.
+    """
+    import torch
+    from torchvision.models import resnet34
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.save(resnet34(weights=None).state_dict(), path)
+    return path
 
 
 def execute_notebook(path: Path, timeout: int = 600):

@@ -44,6 +44,7 @@ def torch_home(tmp_path, monkeypatch):
     home.mkdir()
     monkeypatch.setenv("TORCH_HOME", str(home))
     monkeypatch.delenv("CNN_HOOKS_LAB_OFFLINE", raising=False)
+    monkeypatch.delenv("CNN_HOOKS_LAB_WEIGHTS", raising=False)
     monkeypatch.setenv("no_proxy", "*")
     monkeypatch.setenv("NO_PROXY", "*")
     return home
@@ -176,6 +177,33 @@ def test_local_file_is_loaded(checkpoint, torch_home):
     assert (info.source, info.pretrained) == ("file", True)
     assert info.path == str(path.resolve())
     assert not model.training
+
+
+def test_weights_env_var_is_loaded_like_weights_path_even_offline(checkpoint, torch_home, monkeypatch, capsys):
+    path, state_dict, _ = checkpoint
+    monkeypatch.setenv("CNN_HOOKS_LAB_WEIGHTS", str(path))
+    monkeypatch.setenv("CNN_HOOKS_LAB_OFFLINE", "1")  # a shared file needs no network
+    model = load_resnet34(device="cpu")
+    assert_params_equal(model, state_dict)
+    info = weights_info(model)
+    assert (info.source, info.pretrained, info.path) == ("file", True, str(path.resolve()))
+    assert "CNN_HOOKS_LAB_WEIGHTS" in info.detail
+    assert NOTICE_PREFIX not in capsys.readouterr().out
+    assert files_under(torch_home) == []
+
+
+def test_weights_env_var_yields_to_explicit_choices(checkpoint, torch_home, monkeypatch):
+    path, state_dict, _ = checkpoint
+    monkeypatch.setenv("CNN_HOOKS_LAB_WEIGHTS", str(torch_home / "missing.pth"))
+    random_model = load_resnet34(pretrained=False, device="cpu", seed=3)
+    assert weights_info(random_model).source == "random"
+    assert_params_equal(load_resnet34(device="cpu", weights_path=path), state_dict)
+
+
+def test_weights_env_var_pointing_nowhere_raises_naming_the_variable(torch_home, monkeypatch):
+    monkeypatch.setenv("CNN_HOOKS_LAB_WEIGHTS", str(torch_home / "missing.pth"))
+    with pytest.raises(WeightsError, match="CNN_HOOKS_LAB_WEIGHTS is set to .*missing.pth.*no file there"):
+        load_resnet34(device="cpu")
 
 
 @pytest.mark.parametrize("wrapper_key", ["state_dict", "model"])

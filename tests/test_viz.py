@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.viz import colorize, feature_grid, n_pages, padding_mask, show_feature_maps, to_uint8
+from helpers.viz import colorize, feature_grid, fingerprint, n_pages, padding_mask, show_feature_maps, to_uint8
 
 matplotlib.use("Agg")
 
@@ -89,3 +89,9 @@ def test_show_feature_maps_has_title_and_colorbar(tmp_path):
     assert len(fig.axes) == 2, "expected the image and its colorbar"
     fig.savefig(tmp_path / "maps.png")
     assert (tmp_path / "maps.png").stat().st_size > 1000
+
+
+def test_fingerprint_rounds_to_three_significant_figures():
+    values = np.array([[0.0, 1.0], [2.0, 3.0]])  # mean 1.5, std sqrt(1.25) = 1.118...
+    assert fingerprint(values) == "2×2: min 0  max 3  mean 1.5  std 1.12"
+    assert fingerprint(torch.full((3,), -1e-9)) == "3: min -1e-09  max -1e-09  mean -1e-09  std 0"

@@ -1,5 +1,4 @@
-# NBVAL_IGNORE_OUTPUT
-# Setup: make the `helpers` package importable, fetching the repository on Colab.
+#@title Setup: run this cell first (it makes `helpers` importable; on Colab it fetches the repository)
 import subprocess
 import sys
 from pathlib import Path

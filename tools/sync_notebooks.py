@@ -6,7 +6,8 @@ tools/setup_cell.py. A fork edits that line, then runs
     python tools/sync_notebooks.py          # rewrite the notebooks and README links
     python tools/sync_notebooks.py --check  # exit 1 if anything is out of date (the tests do this)
 
-Each notebook's setup cell is the template (everything in setup_cell.py up to and
+Each notebook's setup cell is folded away (JupyterLab ``source_hidden``, Colab
+``cellView: form``), tagged ``nbval-ignore-output``, and holds the template (everything in setup_cell.py up to and
 including the ``from helpers.environment import ...`` line) followed by the
 notebook's own lines, which are kept.
 """
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_FILE = ROOT / "tools" / "setup_cell.py"
 TEMPLATE_END = "from helpers.environment import describe_environment  # noqa: E402\n"
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
+IGNORE_TAG = "nbval-ignore-output"
 COLAB_LINK = re.compile(r"https://colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/[\w./-]+?/notebooks/")
 
 
@@ -59,6 +61,12 @@ def synced(notebook, name: str, repo: str, ref: str):
     source = setup.source + ("\n" if not setup.source.endswith("\n") else "")
     tail = source[source.index(TEMPLATE_END) + len(TEMPLATE_END):] if TEMPLATE_END in source else source
     setup.source = (setup_template() + tail).rstrip("\n")
+    # Students see one title line, not the machinery: folded in JupyterLab, a form on Colab.
+    setup.metadata.setdefault("jupyter", {})["source_hidden"] = True
+    setup.metadata["cellView"] = "form"
+    tags = setup.metadata.setdefault("tags", [])
+    if IGNORE_TAG not in tags:  # it prints versions and the device
+        tags.append(IGNORE_TAG)
 
     notebook.metadata["accelerator"] = "GPU"
     notebook.metadata["colab"] = {"provenance": [], "gpuType": "T4"}
