@@ -378,14 +378,17 @@ def dropping_server():
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
+    listener.settimeout(0.1)  # so that the loop sees `stopped` soon after the test
+    stopped = threading.Event()
     requests = []
 
     def serve():
-        while True:
+        while not stopped.is_set():
             try:
                 connection, _ = listener.accept()
-            except OSError:
-                return  # the listener was closed
+            except TimeoutError:
+                continue
+            connection.settimeout(10)
             with connection:
                 request = connection.recv(65536)
                 if not request:
@@ -396,8 +399,9 @@ def dropping_server():
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{listener.getsockname()[1]}", requests
+    stopped.set()
+    thread.join()
     listener.close()
-    thread.join(timeout=5)
 
 
 @pytest.mark.parametrize("name", ["resnet34-b627a593.pth", "resnet34.pth"], ids=["hash-in-name", "no-hash"])
