@@ -107,11 +107,13 @@ def test_runs_quickly_with_pretrained_weights_and_solutions_and_survives_running
             client.execute_cell(cell, index)
         first_pass = time.perf_counter() - start
         first_outputs = [_text_outputs(c) for _, c in code_cells]
+        first_problems = output_problems(notebook)  # stderr or paths of this machine, on the pretrained path
         for index, cell in code_cells:  # a second "Run All" in the same kernel
             client.execute_cell(cell, index)
     second_outputs = [_text_outputs(c) for _, c in code_cells]
     print(f"{path.name}: first pass {first_pass:.1f} s, {len(solved)} exercise solutions substituted")
     assert first_pass < 30, f"{path.name} took {first_pass:.1f} s; the budget is 30 s"
+    assert first_problems == []
     for (index, cell), texts in zip(code_cells, first_outputs):
         text = "".join(texts)
         assert FALLBACK_NOTICE not in text, f"cell {index} fell back to random weights despite {WEIGHTS_ENV_VAR}"
