@@ -226,11 +226,12 @@ def _check_reachable(url: str, timeout: float) -> None:
     host, port, via_proxy = _connection_target(url)
     if host is None:
         return  # e.g. a file:// mirror: nothing to connect to
-    target = f"{'proxy ' if via_proxy else ''}{host}:{port}"
+    what = "proxy " if via_proxy else ""
+    target = f"{what}{host}:{port}"
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except socket.gaierror:
-        raise _Offline(f"cannot resolve {'proxy ' if via_proxy else ''}{host}") from None
+        raise _Offline(f"cannot resolve {what}{host}") from None
     except TimeoutError:
         raise _Offline(f"no answer from {target} within {timeout:g} s") from None
     except OSError as error:
