@@ -161,10 +161,11 @@ def test_layer_scale_is_the_whole_layer_not_the_page():
     # The last page alone holds channels 12 … 15; scaled on its own it would span 0 … 255.
     last = feature_grid(CHANNEL_NUMBERS, page=2, page_size=6, nrow=4, normalize="layer")
     assert sorted(set(last[~padding_mask(4, (2, 3), nrow=4)].tolist())) == [204, 221, 238, 255]
-    symmetric = feature_grid(CHANNEL_NUMBERS - 15, page=0, page_size=6, nrow=6, normalize="layer", symmetric=True)
-    # One range [−15, 15] for the layer: channel k (value k − 15) ↦ (k / 30) · 255.
-    expected = [round(k / 30 * 255) for k in range(6)]
-    assert [int(symmetric[2, 2 + t * 5]) for t in range(6)] == expected
+    # Channel k holds 2k − 15 (−15 … 7): one range [−15, 15] for the layer maps it to 17·k. The
+    # second page alone (−3 … 7) would get [−7, 7].
+    signed = 2 * CHANNEL_NUMBERS[:12] - 15
+    symmetric = feature_grid(signed, page=1, page_size=6, nrow=6, normalize="layer", symmetric=True)
+    assert [int(symmetric[2, 2 + t * 5]) for t in range(6)] == [17 * k for k in range(6, 12)]
 
 
 def images_of(fig):
