@@ -168,7 +168,7 @@ def test_layer_scale_is_the_whole_layer_not_the_page():
     assert [int(symmetric[2, 2 + t * 5]) for t in range(6)] == [17 * k for k in range(6, 12)]
 
 
-def images_of(fig):
+def image_of(fig):
     (image,) = fig.axes[0].get_images()
     return image
 
@@ -187,7 +187,7 @@ def test_show_feature_maps_colour_range_and_colorbar_label(normalize, symmetric,
 
     fig = show_feature_maps(CHANNEL_NUMBERS, page=1, page_size=6, nrow=4, normalize=normalize, symmetric=symmetric)
     try:
-        image = images_of(fig)
+        image = image_of(fig)
         assert image.get_clim() == clim
         assert image.colorbar.ax.get_ylabel() == label
         assert "channels 6–11 (page 2 of 3)" in fig.axes[0].get_title()
@@ -209,7 +209,7 @@ def test_show_feature_maps_of_a_dead_layer_and_a_custom_label():
 
     fig = show_feature_maps(torch.zeros(3, 2, 2), normalize="layer", label="my units")
     try:
-        image = images_of(fig)
+        image = image_of(fig)
         assert image.get_clim() == (0.0, 1.0) and image.colorbar.ax.get_ylabel() == "my units"
         assert float(image.get_array().max()) == 0.0
     finally:
