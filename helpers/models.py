@@ -193,12 +193,14 @@ def _check_cached_hash(path: Path) -> None:
 def _download(url: str, destination: Path, timeout: float, progress: bool) -> None:
     """Download `url` to `destination` atomically, verifying the hash in its name.
 
-    Network trouble raises _Offline; a corrupt download raises WeightsError.
+    Network trouble, including a server that hangs up half-way, raises _Offline;
+    a corrupt download raises WeightsError.
     Nothing is written until the server has answered successfully.
     """
     _check_reachable(url, min(timeout, 3.0))
     with _network_errors(timeout):
-        response = urllib.request.urlopen(url, timeout=timeout)
+        # A new opener reads the proxy variables now; urlopen's global one keeps those of its first use.
+        response = urllib.request.build_opener().open(url, timeout=timeout)
     with response:
         print(f"Downloading ResNet34 weights from {url} ...")
         destination.parent.mkdir(parents=True, exist_ok=True)
@@ -221,27 +223,30 @@ def _download(url: str, destination: Path, timeout: float, progress: bool) -> No
 
 def _check_reachable(url: str, timeout: float) -> None:
     """Fail fast (DNS, refused, dropped packets) before urlopen, which could hang longer."""
-    host, port = _connection_target(url)
+    host, port, via_proxy = _connection_target(url)
     if host is None:
         return  # e.g. a file:// mirror: nothing to connect to
+    what = "proxy " if via_proxy else ""
+    target = f"{what}{host}:{port}"
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except socket.gaierror:
-        raise _Offline(f"cannot resolve {host}") from None
+        raise _Offline(f"cannot resolve {what}{host}") from None
     except TimeoutError:
-        raise _Offline(f"no answer from {host}:{port} within {timeout:g} s") from None
+        raise _Offline(f"no answer from {target} within {timeout:g} s") from None
     except OSError as error:
-        raise _Offline(f"cannot connect to {host}:{port}: {error.strerror or error}") from None
+        raise _Offline(f"cannot connect to {target}: {error.strerror or error}") from None
 
 
-def _connection_target(url: str) -> tuple[str | None, int]:
-    """Return the host and port urlopen will connect to, honouring proxy settings."""
+def _connection_target(url: str) -> tuple[str | None, int, bool]:
+    """Return the host and port urllib will connect to, and whether that is a proxy (from http_proxy etc.)."""
     parts = urlsplit(url)
     proxy = urllib.request.getproxies().get(parts.scheme)
-    if proxy and parts.hostname and not urllib.request.proxy_bypass(parts.hostname):
+    via_proxy = bool(proxy and parts.hostname and not urllib.request.proxy_bypass(parts.hostname))
+    if via_proxy:
         parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
     default_port = 443 if parts.scheme == "https" else 80
-    return parts.hostname, parts.port or default_port
+    return parts.hostname, parts.port or default_port, via_proxy
 
 
 @contextmanager
@@ -275,6 +280,8 @@ def _copy_response(response: BinaryIO, file: BinaryIO, timeout: float, progress:
     finally:
         if progress and received:
             print(file=sys.stderr)
+    if received < total:  # http.client ends a read quietly when the server hangs up early
+        raise _Offline(f"connection lost after {received / 1e6:.1f} of {total / 1e6:.1f} MB")
     return digest.hexdigest()
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -30,19 +32,32 @@ def output_problems(notebook) -> list[str]:
     return problems
 
 
+def ci_is_set() -> bool:
+    """True when the CI variable is set (to anything but "", "0", "false" or "no").
+
+    Under CI a check that cannot run must fail, not skip: a skipped check would pass unseen.
+    """
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def isolate_environment(scratch: Path | None = None) -> Path:
     """Point every per-user folder that Jupyter, IPython and matplotlib write to at a temp folder.
 
     Also forbids weight downloads (CNN_HOOKS_LAB_OFFLINE=1): tests must never touch the network,
-    and their stored outputs must not depend on whether a download happened.
+    and their stored outputs must not depend on whether a download happened. A temp folder made
+    here is removed when the process exits (the kernels it served have ended by then).
     """
-    scratch = Path(scratch or tempfile.mkdtemp(prefix="cnn-hooks-lab-"))
+    if scratch is None:
+        scratch = Path(tempfile.mkdtemp(prefix="cnn-hooks-lab-"))
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    scratch = Path(scratch)
     folders = {
         "IPYTHONDIR": "ipython",
         "JUPYTER_RUNTIME_DIR": "jupyter-runtime",
         "JUPYTER_DATA_DIR": "jupyter-data",
         "MPLCONFIGDIR": "matplotlib",
         "TORCH_HOME": "torch",
+        "TORCHINDUCTOR_CACHE_DIR": "torchinductor",  # torch makes it on import, in the system temp folder
     }
     for variable, name in folders.items():
         (scratch / name).mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, ci_is_set
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "04_feature_explorer.ipynb"
 LATENCY_TARGET_MS = 150.0
@@ -75,13 +75,9 @@ ALL_CELLS_RAN_JS = """() => {
 PAGE_IMAGE = "img.feature-explorer-page"
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def _unavailable(reason: str) -> None:
     """Skip loudly; under CI fail instead, since CI must run this test."""
-    if _in_ci():
+    if ci_is_set():
         pytest.fail(f"CI is set, so the browser test must run, but {reason}", pytrace=False)
     pytest.skip(f"BROWSER TEST SKIPPED: {reason}")
 

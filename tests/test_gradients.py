@@ -8,10 +8,11 @@ from matplotlib import colormaps
 from torch import nn
 from torchvision.models import resnet34
 
-from helpers.attribution import grad_cam, grad_cam_for, normalize_map, overlay, top_k
+from helpers.attribution import cam_weights, grad_cam, grad_cam_for, normalize_map, overlay, top_k
 from helpers.hooks import ActivationRecorder, hooks_on
 from helpers.images import to_displayable
 from helpers.models import imagenet_categories
+from tests.toy_net import FIRING_ORDER, OutOfOrderNet, forward_by_hand, toy_input
 
 # Convs early and late (two in layer4, one a downsample) and a ReLU module that
 # BasicBlock calls twice per forward pass.
@@ -259,3 +260,57 @@ def test_overlay_blends_colormap_and_image():
     assert np.allclose(overlay(tensor, cam, alpha=0.0), to_displayable(tensor))
     with pytest.raises(ValueError, match="size"):
         overlay(image, torch.zeros(3, 3))
+
+
+def test_each_call_of_a_reused_module_gets_its_own_gradient_equal_to_autograd():
+    net, x = OutOfOrderNet(), toy_input()
+    score_weights = torch.randn(1, 3, 5, 5, generator=torch.Generator().manual_seed(4))
+    with ActivationRecorder(net, layer_type=(nn.Conv2d, nn.ReLU), gradients=True) as rec:
+        (net(x) * score_weights).sum().backward()
+    net.zero_grad(set_to_none=True)
+    # Independently: the same score written with torch.nn.functional, differentiated by autograd.grad.
+    values = forward_by_hand(net, x)
+    score = (values["head"] * score_weights).sum()
+    expected = dict(zip(values, torch.autograd.grad(score, list(values.values()))))
+    assert rec.names == FIRING_ORDER
+    for name in FIRING_ORDER:
+        torch.testing.assert_close(rec.gradient(name), expected[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert not torch.allclose(rec.gradient("mix"), rec.gradient("mix_1"))
+    assert not torch.allclose(rec.gradient("act"), rec.gradient("act_1"))
+
+
+def test_cam_weights_are_spatial_means_known_by_construction():
+    ramp = torch.arange(12, dtype=torch.float32).reshape(3, 4)  # mean 5.5
+    gradient = torch.stack([torch.full((3, 4), 2.0), ramp, -ramp, torch.zeros(3, 4)])
+    assert cam_weights(gradient).tolist() == [2.0, 5.5, -5.5, 0.0]
+    assert cam_weights(gradient[None]).tolist() == [[2.0, 5.5, -5.5, 0.0]]
+    # With these weights, the raw map is 2·A₀ + 5.5·A₁ − 5.5·A₂, then the ReLU.
+    activation = torch.stack([torch.ones(3, 4), torch.eye(3, 4), 2 * torch.eye(3, 4), torch.full((3, 4), 9.0)])
+    raw = grad_cam(activation, gradient, normalize=False)
+    assert torch.equal(raw, (2 - 5.5 * torch.eye(3, 4)).clamp(min=0))
+
+
+def test_grad_cam_for_weights_and_raw_map_equal_an_independent_computation(model):
+    x = make_input(112)
+    result = grad_cam_for(model, x, layer="layer4", target=281)
+    live, handles = capture_live(model, ["layer4"])
+    try:
+        score = model(x)[0, 281]
+    finally:
+        for handle in handles:
+            handle.remove()
+    (gradient,) = torch.autograd.grad(score, live["layer4"])
+    activation = live["layer4"].detach()
+    means = gradient.sum(dim=(2, 3))[0] / (gradient.shape[2] * gradient.shape[3])
+    torch.testing.assert_close(result.weights, means, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(result.raw, torch.einsum("c,chw->hw", means, activation[0]).clamp(min=0),
+                               rtol=1e-4, atol=1e-6)
+    assert result.score == pytest.approx(score.item(), rel=1e-5)
+
+
+def test_overlay_alpha_0_is_the_photo_and_alpha_1_the_map_pixel_for_pixel():
+    photo = np.random.default_rng(0).random((5, 7, 3), dtype=np.float32)
+    cam = torch.linspace(0, 1, 35).reshape(5, 7)
+    assert np.array_equal(overlay(photo, cam, cmap="gray", alpha=0.0), photo)
+    grey = np.repeat(cam.numpy()[..., None], 3, axis=2)  # the "gray" map draws v as (v, v, v)
+    np.testing.assert_allclose(overlay(photo, cam, cmap="gray", alpha=1.0), grey, atol=1 / 255)

@@ -6,7 +6,8 @@ from torch import nn
 from torchvision.models import resnet34, vgg11
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from helpers.hooks import ActivationRecorder, conv_layers, firing_trace, format_trace, hooks_on
+from helpers.hooks import ActivationRecorder, FiringEvent, conv_layers, firing_trace, format_trace, hooks_on
+from tests.toy_net import DEFINITION_ORDER, FIRING_ORDER, OutOfOrderNet, forward_by_hand, toy_input
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +163,55 @@ def test_firing_trace_shows_order_and_repeated_calls(resnet, image):
     assert hooks_on(resnet) == []
     all_leaves = firing_trace(resnet, image)
     assert sum(e.name.endswith("relu") for e in all_leaves) == 33
+
+
+# -- a model whose forward pass calls its modules in another order than __init__ defines them --------
+
+
+def test_toy_net_really_fires_out_of_definition_order():
+    net = OutOfOrderNet()
+    assert [name for name, _ in net.named_modules()][1:] == DEFINITION_ORDER
+    assert [name for name, _ in conv_layers(net)] == ["head", "mix", "stem"]  # definition order, as documented
+
+
+def test_firing_trace_lists_every_call_in_firing_order_with_exact_numbers():
+    net, x = OutOfOrderNet(), toy_input()
+    small, wide, out = (1, 2, 5, 5), (1, 4, 5, 5), (1, 3, 5, 5)
+    assert firing_trace(net, x) == [
+        FiringEvent(0, "stem", 1, (small,), wide),
+        FiringEvent(1, "act", 1, (wide,), wide),
+        FiringEvent(2, "mix", 1, (wide,), wide),
+        FiringEvent(3, "act", 2, (wide,), wide),
+        FiringEvent(4, "mix", 2, (wide,), wide),
+        FiringEvent(5, "head", 1, (wide,), out),
+    ]
+    # Names given in definition order still come back in firing order, numbered from 0.
+    assert [(e.order, e.name, e.call) for e in firing_trace(net, x, names=["head", "mix"])] == [
+        (0, "mix", 1), (1, "mix", 2), (2, "head", 1)
+    ]
+    assert hooks_on(net) == []
+
+
+def test_format_trace_prints_the_table_a_student_reads():
+    table = format_trace(firing_trace(OutOfOrderNet(), toy_input(), names=["stem", "act", "head"]))
+    assert table.splitlines() == [
+        "order  module  call  input    output",
+        "0      stem    1     1×2×5×5  1×4×5×5",
+        "1      act     1     1×4×5×5  1×4×5×5",
+        "2      act     2     1×4×5×5  1×4×5×5",
+        "3      head    1     1×4×5×5  1×3×5×5",
+    ]
+
+
+def test_recorder_names_and_values_follow_the_firing_order():
+    net, x = OutOfOrderNet(), toy_input()
+    expected = forward_by_hand(net, x)
+    with torch.no_grad(), ActivationRecorder(net, layer_type=(nn.Conv2d, nn.ReLU)) as rec:
+        net(x)
+    assert rec.names == FIRING_ORDER
+    for name, value in rec:
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=1e-6, msg=name)
+    assert not torch.equal(rec["mix"], rec["mix_1"])
+    with torch.no_grad(), ActivationRecorder(net, names=["head", "mix"]) as convs:
+        net(x)
+    assert convs.names == ["mix", "mix_1", "head"]

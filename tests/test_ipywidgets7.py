@@ -5,7 +5,6 @@ through a .pth file but has ipywidgets 7.7.x installed over them, then runs the
 widget unit tests and executes notebook 04 (nbval) there. Needs the package index.
 """
 
-import os
 import subprocess
 import sys
 import sysconfig
@@ -13,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, ci_is_set
 
 
 def _require(condition: bool, reason: str) -> None:
     if not condition:
-        if os.environ.get("CI"):
+        if ci_is_set():
             pytest.fail(f"CI must run this check: {reason}")
         pytest.skip(f"SKIPPED, NOT CHECKED: {reason}")
 

@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -334,3 +335,151 @@ def test_pick_device_matches_cuda_availability():
 def test_model_moves_to_cuda(torch_home):
     model = load_resnet34(pretrained=False, device="cuda")
     assert all(param.device.type == "cuda" for param in model.parameters())
+
+
+# -- the reported seed, the offline switch, broken downloads and proxies: real behaviour -------------
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_random_weights_are_resnet34_built_right_after_manual_seed_of_the_reported_seed(torch_home, monkeypatch,
+                                                                                      capsys, seed):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        expected = resnet34(weights=None).state_dict()
+    monkeypatch.setenv("CNN_HOOKS_LAB_OFFLINE", "1")
+    offline = load_resnet34(device="cpu", seed=seed)
+    requested = load_resnet34(pretrained=False, device="cpu", seed=seed)
+    for model in (offline, requested):
+        assert weights_info(model).seed == seed
+        assert_params_equal(model, expected)
+    assert f"using seeded random weights (seed {seed})" in capsys.readouterr().out
+    assert f"(seed {seed})" in str(weights_info(offline))
+
+
+@pytest.mark.parametrize("value", ["1", "true", "yes", "TRUE", "Yes", " 1 ", "true\n"])
+def test_offline_switch_values_that_switch(torch_home, monkeypatch, value):
+    monkeypatch.setenv("CNN_HOOKS_LAB_OFFLINE", value)
+    model = load_resnet34(device="cpu", url=f"http://127.0.0.1:{closed_port()}/resnet34-b627a593.pth")
+    assert weights_info(model).detail == "offline (CNN_HOOKS_LAB_OFFLINE is set)"
+
+
+@pytest.mark.parametrize("value", ["", " ", "0", "false", "no", "False"])
+def test_offline_switch_values_that_do_not_switch(torch_home, monkeypatch, value):
+    monkeypatch.setenv("CNN_HOOKS_LAB_OFFLINE", value)
+    port = closed_port()
+    model = load_resnet34(device="cpu", url=f"http://127.0.0.1:{port}/resnet34-b627a593.pth")
+    # The network was tried: the reason is the closed port, not the switch.
+    assert weights_info(model).detail.startswith(f"offline (cannot connect to 127.0.0.1:{port}")
+
+
+@pytest.fixture
+def dropping_server():
+    """A server that promises Content-Length bytes, sends half of them and hangs up; yields its base URL."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.1)  # so that the loop sees `stopped` soon after the test
+    stopped = threading.Event()
+    requests = []
+
+    def serve():
+        while not stopped.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            connection.settimeout(10)
+            with connection:
+                request = connection.recv(65536)
+                if not request:
+                    continue  # load_resnet34's reachability probe connects and hangs up at once
+                requests.append(request)
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n" + b"\0" * 1_000_000)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}", requests
+    stopped.set()
+    thread.join()
+    listener.close()
+
+
+@pytest.mark.parametrize("name", ["resnet34-b627a593.pth", "resnet34.pth"], ids=["hash-in-name", "no-hash"])
+def test_download_dropped_half_way_falls_back_and_leaves_nothing(torch_home, dropping_server, capsys, name):
+    base_url, requests = dropping_server
+    model = load_resnet34(device="cpu", url=f"{base_url}/{name}", progress=False)
+    info = weights_info(model)
+    assert len(requests) == 1, "the download was not even tried"
+    assert (info.source, info.pretrained) == ("random", False)
+    assert info.detail == "offline (connection lost after 1.0 of 2.0 MB)"
+    assert NOTICE_PREFIX in capsys.readouterr().out
+    assert files_under(torch_home) == []
+
+
+@pytest.fixture
+def forwarding_proxy():
+    """A local HTTP proxy that forwards GET requests for absolute URLs; yields (proxy URL, requested URLs)."""
+    requested = []
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requested.append(self.path)
+            with direct.open(self.path, timeout=10) as upstream:
+                body = upstream.read()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", requested
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def proxy_env(monkeypatch):
+    for variable in ("no_proxy", "NO_PROXY", "http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+    return monkeypatch
+
+
+def test_download_goes_through_the_proxy_in_http_proxy(checkpoint, torch_home, weights_server, forwarding_proxy,
+                                                         proxy_env):
+    path, state_dict, sha256 = checkpoint
+    base_url, served, _ = weights_server
+    proxy_url, requested = forwarding_proxy
+    name = f"resnet34-{sha256[:8]}.pth"
+    os.link(path, served / name)
+    proxy_env.setenv("http_proxy", proxy_url)
+    model = load_resnet34(device="cpu", url=f"{base_url}/{name}", progress=False)
+    assert requested == [f"{base_url}/{name}"]
+    assert weights_info(model).source == "download"
+    assert_params_equal(model, state_dict)
+
+
+@pytest.mark.parametrize(("variable", "url"), [
+    ("http_proxy", "http://127.0.0.1:{server_port}/resnet34-b627a593.pth"),
+    ("https_proxy", "https://download.example.invalid/resnet34-b627a593.pth"),
+])
+def test_unreachable_proxy_falls_back_fast_and_says_so(torch_home, weights_server, proxy_env, capsys,
+                                                       variable, url):
+    base_url, served, _ = weights_server
+    (served / "resnet34-b627a593.pth").write_bytes(b"never fetched: the proxy is down")
+    port = closed_port()
+    proxy_env.setenv(variable, f"http://127.0.0.1:{port}")
+    start = time.perf_counter()
+    model = load_resnet34(device="cpu", url=url.format(server_port=base_url.rsplit(":", 1)[1]), timeout=10.0)
+    assert time.perf_counter() - start < 5
+    info = weights_info(model)
+    assert info.source == "random"
+    assert info.detail.startswith(f"offline (cannot connect to proxy 127.0.0.1:{port}")
+    assert NOTICE_PREFIX in capsys.readouterr().out
+    assert files_under(torch_home) == []

@@ -168,3 +168,41 @@ def test_plot_depth_statistics_draws_every_layer(model, image):
         assert all(len(line.get_xdata()) == 36 for lines in data_lines for line in lines)
     finally:
         plt.close(fig)
+
+
+def test_known_mean_std_and_zero_fraction_with_a_dead_channel():
+    # Channel k of 4 is filled with k (channel 0 is dead): mean 1.5, std √1.25, a quarter zeros.
+    layer = torch.arange(4, dtype=torch.float32)[None, :, None, None].expand(2, 4, 3, 3)
+    s = tensor_stats(layer, "k")
+    assert (s.channels, s.height, s.width, s.mean, s.zero_fraction) == (4, 3, 3, 1.5, 0.25)
+    assert s.std == pytest.approx(math.sqrt(1.25), rel=1e-12)
+    # Signed, symmetric values: mean 0, std 2; 2 of 8 are exactly zero (−0.0 counts as zero).
+    signed = tensor_stats(torch.tensor([[-2.0, 2.0, -2.0, 2.0, -2.0, 2.0, 0.0, -0.0]]))
+    assert (signed.mean, signed.zero_fraction) == (0.0, 0.25)
+    assert signed.std == pytest.approx(math.sqrt(6 * 4 / 8), rel=1e-12)
+
+
+def test_tiny_values_are_not_zeros():
+    # A ReLU sets values to exactly 0: small but non-zero activations must not be counted.
+    tiny = torch.tensor([[[[0.0, 1e-30, -1e-12, 3e-8]]]])
+    assert tensor_stats(tiny).zero_fraction == 0.25
+
+
+def test_depth_statistics_pair_each_conv_call_with_the_relu_call_that_fires_next():
+    from tests.toy_net import OutOfOrderNet, forward_by_hand, toy_input
+
+    net, x = OutOfOrderNet(), toy_input()
+    rows = depth_statistics(net, x)
+    expected = forward_by_hand(net, x)
+    assert [(r.name, r.relu) for r in rows] == [("stem", "act"), ("mix", "act_1"), ("mix_1", None), ("head", None)]
+    for row in rows:
+        conv = expected[row.name].double()
+        assert row.mean == pytest.approx(conv.mean().item(), rel=1e-6)
+        assert row.std == pytest.approx(conv.std(correction=0).item(), rel=1e-6)
+        if row.relu is None:
+            assert math.isnan(row.zeros_after_relu) and math.isnan(row.relu_mean)
+        else:
+            relu = expected[row.relu].double()
+            assert row.zeros_after_relu == (relu == 0).double().mean().item()
+            assert 0 < row.zeros_after_relu < 1
+            assert row.relu_mean == pytest.approx(relu.mean().item(), rel=1e-6)

@@ -95,3 +95,122 @@ def test_fingerprint_rounds_to_three_significant_figures():
     values = np.array([[0.0, 1.0], [2.0, 3.0]])  # mean 1.5, std sqrt(1.25) = 1.118...
     assert fingerprint(values) == "2×2: min 0  max 3  mean 1.5  std 1.12"
     assert fingerprint(torch.full((3,), -1e-9)) == "3: min -1e-09  max -1e-09  mean -1e-09  std 0"
+
+
+# -- answers known by construction: every pixel of a page, every scale, every colour range ------------
+
+# Channel k of this layer is filled with k (0 … 15): per layer, tile k is 17·k, since 255 / 15 = 17.
+CHANNEL_NUMBERS = torch.arange(16, dtype=torch.float32)[:, None, None].expand(16, 2, 3).clone()
+
+# Two signed channels, scaled by hand (x ↦ (x − low) / (high − low) · 255, rounded):
+SIGNED = torch.tensor([[[-3.0, 0.0, 1.0]], [[-1.0, 0.0, 4.0]]])
+SIGNED_SCALED = {
+    ("channel", False): [[0, 191, 255], [0, 51, 255]],   # ranges [−3, 1] and [−1, 4]
+    ("layer", False): [[0, 109, 146], [73, 109, 255]],   # one range, [−3, 4]
+    ("channel", True): [[0, 128, 170], [96, 128, 255]],  # [−3, 3] and [−4, 4]: 0 in the middle
+    ("layer", True): [[32, 128, 159], [96, 128, 255]],   # one range, [−4, 4]
+}
+
+
+def drawn_by_hand(tiles: np.ndarray, nrow: int, padding: int = 2) -> np.ndarray:
+    """A page laid out without make_grid: tile t at row t // nrow, column t % nrow, 0 in the padding."""
+    count, height, width = tiles.shape
+    columns = min(nrow, count)
+    rows = -(-count // columns)
+    page = np.zeros((rows * (height + padding) + padding, columns * (width + padding) + padding), np.uint8)
+    for t, tile in enumerate(tiles):
+        top = padding + (t // nrow) * (height + padding)
+        left = padding + (t % nrow) * (width + padding)
+        page[top:top + height, left:left + width] = tile
+    return page
+
+
+@pytest.mark.parametrize(("normalize", "symmetric"), list(SIGNED_SCALED))
+def test_each_scale_by_hand(normalize, symmetric):
+    scaled = to_uint8(SIGNED, normalize, symmetric)
+    assert scaled[:, 0].tolist() == SIGNED_SCALED[normalize, symmetric]
+    grid = feature_grid(SIGNED, normalize=normalize, symmetric=symmetric, nrow=2)
+    assert np.array_equal(grid, drawn_by_hand(scaled.numpy(), nrow=2))
+
+
+@pytest.mark.parametrize(("page", "channels"), [(0, range(0, 6)), (1, range(6, 12)), (2, range(12, 16))])
+def test_page_p_shows_its_channels_in_order_on_the_layer_scale(page, channels):
+    grid = feature_grid(CHANNEL_NUMBERS, page=page, page_size=6, nrow=4, normalize="layer")
+    tiles = np.stack([np.full((2, 3), 17 * k, np.uint8) for k in channels])
+    assert np.array_equal(grid, drawn_by_hand(tiles, nrow=4)), f"page {page} should show channels {channels}"
+
+
+def test_padding_mask_is_exactly_the_pixels_between_tiles():
+    expected = drawn_by_hand(np.ones((5, 2, 3), np.uint8), nrow=3) == 0
+    assert np.array_equal(padding_mask(5, (2, 3), nrow=3), expected)
+    # 2 rows of 3 tiles: 2 + 2·(2 + 2) = 10 rows, 2 + 3·(3 + 2) = 17 columns; the 6th place stays padding.
+    assert expected.shape == (10, 17) and expected[6:8, 12:15].all() and not expected[6:8, 7:10].any()
+
+
+def test_per_channel_grid_gives_every_tile_its_own_range_and_a_dead_channel_a_flat_tile():
+    ramp = torch.arange(16, dtype=torch.float32).reshape(4, 4)  # per channel: pixel i ↦ 17·i
+    chw = torch.stack([ramp, 0.01 * ramp - 5, -3 * ramp, torch.zeros(4, 4), 1e4 * ramp + 2])
+    up = (17 * ramp).to(torch.uint8).numpy()
+    tiles = np.stack([up, up, 255 - up, np.zeros((4, 4), np.uint8), up])
+    assert np.array_equal(feature_grid(chw, nrow=3), drawn_by_hand(tiles, nrow=3))
+    symmetric = feature_grid(torch.zeros(2, 4, 4), nrow=2, symmetric=True)
+    assert np.array_equal(symmetric, drawn_by_hand(np.full((2, 4, 4), 128, np.uint8), nrow=2))
+
+
+def test_layer_scale_is_the_whole_layer_not_the_page():
+    # The last page alone holds channels 12 … 15; scaled on its own it would span 0 … 255.
+    last = feature_grid(CHANNEL_NUMBERS, page=2, page_size=6, nrow=4, normalize="layer")
+    assert sorted(set(last[~padding_mask(4, (2, 3), nrow=4)].tolist())) == [204, 221, 238, 255]
+    # Channel k holds 2k − 15 (−15 … 7): one range [−15, 15] for the layer maps it to 17·k. The
+    # second page alone (−3 … 7) would get [−7, 7].
+    signed = 2 * CHANNEL_NUMBERS[:12] - 15
+    symmetric = feature_grid(signed, page=1, page_size=6, nrow=6, normalize="layer", symmetric=True)
+    assert [int(symmetric[2, 2 + t * 5]) for t in range(6)] == [17 * k for k in range(6, 12)]
+
+
+def image_of(fig):
+    (image,) = fig.axes[0].get_images()
+    return image
+
+
+@pytest.mark.parametrize(
+    ("normalize", "symmetric", "clim", "label"),
+    [
+        ("layer", False, (0.0, 15.0), "activation value (one scale for the layer)"),
+        ("layer", True, (-15.0, 15.0), "activation value (one scale for the layer)"),
+        ("channel", False, (0.0, 1.0), "each channel: its min (0) … its max (1)"),
+        ("channel", True, (-1.0, 1.0), "each channel: −max|x| … 0 … +max|x|"),
+    ],
+)
+def test_show_feature_maps_colour_range_and_colorbar_label(normalize, symmetric, clim, label):
+    import matplotlib.pyplot as plt
+
+    fig = show_feature_maps(CHANNEL_NUMBERS, page=1, page_size=6, nrow=4, normalize=normalize, symmetric=symmetric)
+    try:
+        image = image_of(fig)
+        assert image.get_clim() == clim
+        assert image.colorbar.ax.get_ylabel() == label
+        assert "channels 6–11 (page 2 of 3)" in fig.axes[0].get_title()
+        shown = image.get_array()
+        assert np.array_equal(np.ma.getmaskarray(shown), padding_mask(6, (2, 3), nrow=4))
+        grid = feature_grid(CHANNEL_NUMBERS, page=1, page_size=6, nrow=4, normalize=normalize, symmetric=symmetric)
+        low, high = clim
+        expected = low + grid / 255 * (high - low)
+        np.testing.assert_allclose(shown.filled(np.nan), np.where(shown.mask, np.nan, expected), atol=1e-5)
+        if normalize == "layer":  # one scale: the picture shows the activation values, to within half a grey level
+            values = shown[2, 2::5][:4]
+            assert values.tolist() == pytest.approx([6, 7, 8, 9], abs=(high - low) / 255 / 2 + 1e-4)
+    finally:
+        plt.close(fig)
+
+
+def test_show_feature_maps_of_a_dead_layer_and_a_custom_label():
+    import matplotlib.pyplot as plt
+
+    fig = show_feature_maps(torch.zeros(3, 2, 2), normalize="layer", label="my units")
+    try:
+        image = image_of(fig)
+        assert image.get_clim() == (0.0, 1.0) and image.colorbar.ax.get_ylabel() == "my units"
+        assert float(image.get_array().max()) == 0.0
+    finally:
+        plt.close(fig)
