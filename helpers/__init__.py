@@ -9,6 +9,7 @@ The notebooks import from here; each module has one job:
 * ``attribution`` — ``grad_cam``, ``overlay``, ``top_k``
 * ``stats``   — per-layer activation statistics
 * ``explorer`` — fast rendering of feature-map pages for the explorer (no widgets)
+* ``diagrams`` — the BasicBlock data-flow diagram, drawn from the block itself
 * ``exercises`` — ``unfinished``, the "not done yet" check of fill-in exercises
 * ``widgets`` — ``feature_explorer``, the interactive explorer (imported on demand: it needs ipywidgets)
 """
