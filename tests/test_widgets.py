@@ -155,7 +155,7 @@ def test_page_bounds_last_page_is_partial_and_out_of_range_is_an_error():
     state = ExplorerState(activations())
     full = decode(state.render_page("b", 0, 64))
     last = decode(state.render_page("b", 1, 64))  # channels 64–99: 36 tiles, 5 rows of 8
-    tile_px = 4 * upscale_factor(4, 4)
+    tile_px = 4 * state.page_scale("b")[0]  # sent at half size: the browser doubles it
     assert full.shape == (8 * (tile_px + 2) + 2, 8 * (tile_px + 2) + 2)
     assert last.shape == (5 * (tile_px + 2) + 2, 8 * (tile_px + 2) + 2)
     assert (tile(last, 4, 3, tile_px) > 0).all()  # tile 35 = channel 99 is drawn
@@ -379,7 +379,8 @@ def test_only_core_widgets_common_to_ipywidgets_7_and_8(recorded):
     explorer = feature_explorer(recorder, photo=Image.new("RGB", (8, 8)))
     assert isinstance(explorer, (FeatureExplorer, ipywidgets.VBox))
     kinds = {type(w).__name__ for w in walk(explorer)}
-    assert kinds <= {"FeatureExplorer", "VBox", "HBox", "IntSlider", "HTML", "ToggleButtons", "Image",
+    assert kinds <= {"FeatureExplorer", "VBox", "HBox", "IntSlider", "HTML", "ToggleButtons", "Image", "Text",
+                     "Button", "Output",
                      "FileUpload"}
     assert {"IntSlider", "ToggleButtons", "Image", "FileUpload"} <= kinds
     assert all(w.format == "png" for w in walk(explorer) if isinstance(w, ipywidgets.Image))
