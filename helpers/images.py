@@ -126,7 +126,7 @@ def download(url: str, timeout: float = URL_TIMEOUT_S, max_bytes: int = MAX_DOWN
                 if remaining <= 0:
                     raise TimeoutError
                 _set_read_timeout(response, remaining)
-                chunk = response.read(min(2**16, max_bytes + 1 - total))
+                chunk = response.read1(min(2**16, max_bytes + 1 - total))  # what has arrived: no waiting for more
                 if not chunk:
                     break
                 chunks.append(chunk)
