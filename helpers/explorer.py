@@ -14,10 +14,10 @@ Nothing here runs a model or needs ipywidgets; ``helpers.widgets`` wires it to c
   ``image-rendering: pixelated``, see ``PAGE_CSS``), so a pixel of the map
   stays a sharp square and the kernel sends a quarter of the pixels.
 * **Bytes.** On a remote kernel (Colab, JupyterHub) every redraw crosses the
-  internet. ``encoding="auto"`` sends a lossless palette PNG when it is the
-  smaller file and a JPEG (4:4:4, no chroma smearing of colormapped edges)
-  otherwise, such as for noisy conv1 pages of an untrained network; the JPEG's
-  quality steps down until the page fits ``PAGE_BYTES`` (256 KiB).
+  internet. ``encoding="auto"`` sends a lossless palette PNG unless a JPEG
+  (4:4:4, no chroma smearing of colormapped edges) is much smaller, as for
+  noisy conv1 pages of an untrained network; the JPEG's quality steps down
+  from 90 until the page fits ``PAGE_BYTES`` (256 KiB).
   ``encoding="png"`` is always lossless.
 * **Colours.** Palette index 0 is the padding between tiles; indices 1–255 are
   the colormap. Diverging maps (``RdBu_r``) use a scale centred at 0, so white
@@ -61,9 +61,11 @@ CACHE_BYTES = 256 * 2**20
 BROWSER_ZOOM = 2
 PAGE_BYTES = 256 * 2**10
 ENCODINGS = ("auto", "png", "jpeg")
-# Tried in turn until the JPEG fits PAGE_BYTES. 4:4:4 keeps colour edges sharp; at these
-# qualities its mean error on noisy conv1 pages (7 of 255) equals 4:2:0's at quality 85.
-JPEG_QUALITIES = (75, 65, 55, 45)
+# Tried in turn until the JPEG fits PAGE_BYTES. 4:4:4 keeps colour edges sharp; on noisy
+# conv1 pages its mean error at quality 60-70 (7 of 255) equals 4:2:0's at quality 85.
+JPEG_QUALITIES = (90, 75, 60, 45)
+# "auto" keeps the lossless PNG unless the JPEG is smaller by more than this factor.
+LOSSLESS_PREMIUM = 1.25
 # Style for the page <img>: enlarge without smoothing (crisp-edges for older Firefox).
 PAGE_CLASS = "feature-explorer-page"
 PAGE_CSS = (f"<style>img.{PAGE_CLASS} {{image-rendering: crisp-edges; "
@@ -147,15 +149,33 @@ def encode_palette_png(indices: np.ndarray, cmap: str, compress_level: int = 1,
     return buffer.getvalue()
 
 
-def encode_jpeg(indices: np.ndarray, cmap: str, max_bytes: int = PAGE_BYTES) -> bytes:
-    """A JPEG (4:4:4) of a palette-index image, at the highest ``JPEG_QUALITIES`` entry that fits ``max_bytes``."""
-    rgb = _palette_image(indices, cmap).convert("RGB")
-    for quality in JPEG_QUALITIES:
-        buffer = io.BytesIO()
-        rgb.save(buffer, format="JPEG", quality=quality, subsampling=0)
-        if buffer.tell() <= max_bytes:
-            break
+def _jpeg(rgb: Image.Image, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="JPEG", quality=quality, subsampling=0)
     return buffer.getvalue()
+
+
+def encode_jpeg(indices: np.ndarray, cmap: str, max_bytes: int = PAGE_BYTES, band_rows: int = 64) -> bytes:
+    """A JPEG (4:4:4) of a palette-index image, at the highest ``JPEG_QUALITIES`` entry that fits ``max_bytes``.
+
+    Each quality is first tried on a band of rows (a fraction of the cost), so a
+    large noisy page is encoded in full about once rather than once per quality.
+    """
+    rgb = _palette_image(indices, cmap).convert("RGB")
+    height = indices.shape[0]
+    if height > 2 * band_rows:
+        top = (height - band_rows) // 2
+        band = rgb.crop((0, top, rgb.width, top + band_rows))
+        for first, quality in enumerate(JPEG_QUALITIES):
+            if len(_jpeg(band, quality)) * height / band_rows <= 0.9 * max_bytes:
+                break
+    else:
+        first = 0
+    for quality in JPEG_QUALITIES[first:]:
+        data = _jpeg(rgb, quality)
+        if len(data) <= max_bytes:
+            break
+    return data
 
 
 def estimated_png_bytes(indices: np.ndarray, band_rows: int = 64) -> int:
@@ -176,8 +196,9 @@ def encode_page(indices: np.ndarray, cmap: str, encoding: str = "auto", compress
                 max_bytes: int = PAGE_BYTES) -> bytes:
     """Encode a page of palette indices: lossless PNG, JPEG, or (``"auto"``) the smaller of the two.
 
-    "auto" skips the JPEG when the PNG is estimated at under a quarter of
-    ``max_bytes``, and falls back to PNG when the estimate misjudged.
+    "auto" keeps the PNG unless it is over ``max_bytes`` or the JPEG is smaller
+    by more than ``LOSSLESS_PREMIUM``; it skips the JPEG when the PNG is
+    estimated at under a quarter of ``max_bytes``.
     """
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}.")
@@ -189,10 +210,10 @@ def encode_page(indices: np.ndarray, cmap: str, encoding: str = "auto", compress
     if estimate <= max_bytes // 4:
         return encode_palette_png(indices, cmap, compress_level)
     jpeg = encode_jpeg(indices, cmap, max_bytes)
-    if estimate > len(jpeg):
+    if estimate > min(len(jpeg) * LOSSLESS_PREMIUM, max_bytes):
         return jpeg
     png = encode_palette_png(indices, cmap, compress_level)
-    return png if len(png) <= len(jpeg) else jpeg
+    return png if len(png) <= min(len(jpeg) * LOSSLESS_PREMIUM, max_bytes) else jpeg
 
 
 @dataclass(frozen=True)
