@@ -63,7 +63,7 @@ PAGE_BYTES = 256 * 2**10
 ENCODINGS = ("auto", "png", "jpeg")
 # Tried in turn until the JPEG fits PAGE_BYTES. 4:4:4 keeps colour edges sharp; on noisy
 # conv1 pages its mean error at quality 60-70 (7 of 255) equals 4:2:0's at quality 85.
-JPEG_QUALITIES = (90, 75, 60, 45)
+JPEG_QUALITIES = (90, 80, 70, 65, 60, 50, 40)
 # "auto" keeps the lossless PNG unless the JPEG is smaller by more than this factor.
 LOSSLESS_PREMIUM = 1.25
 # Style for the page <img>: enlarge without smoothing (crisp-edges for older Firefox).
@@ -167,7 +167,7 @@ def encode_jpeg(indices: np.ndarray, cmap: str, max_bytes: int = PAGE_BYTES, ban
         top = (height - band_rows) // 2
         band = rgb.crop((0, top, rgb.width, top + band_rows))
         for first, quality in enumerate(JPEG_QUALITIES):
-            if len(_jpeg(band, quality)) * height / band_rows <= 0.9 * max_bytes:
+            if len(_jpeg(band, quality)) * height / band_rows <= 0.95 * max_bytes:
                 break
     else:
         first = 0
