@@ -136,7 +136,8 @@ class FeatureExplorer(widgets.VBox):
     Controls: ``layer_slider`` (index into the recorded layers, from 0),
     ``page_slider`` (from 1, as in "page 1 of 8"; ``view["page"]`` counts
     from 0), ``page_size_buttons``, ``normalize_buttons``, ``cmap_buttons``,
-    ``channel_slider`` (channel index, from 0), ``upload``.
+    ``channel_slider`` (channel index, from 0), ``upload``, ``url`` and
+    ``url_button`` (an image address), ``colab_button`` (on Colab only).
     Outputs: ``image`` (the page), ``channel_image`` and ``stats`` (the
     enlarged channel), ``message`` (errors and notes), ``photo`` (thumbnail).
     ``state`` is the ``ExplorerState`` that renders; ``forward_runs`` counts
@@ -491,7 +492,8 @@ def feature_explorer(
     ``recorder_or_activations``: an ``ActivationRecorder`` after one forward
     pass, or a dict / list of (name, tensor) pairs, each a batch of one.
     Redraws never run the model. With a ``model`` (the recorder's, unless
-    given) an upload button lets you try your own photo: it is loaded with
+    given) an upload button, an image-address field and, on Colab, a button
+    for Colab's own file chooser let you try your own photo: it is loaded with
     ``helpers.images.load_image``, made a batch by ``preprocess`` (default
     ``helpers.images.preprocess``) and run through the model once.
     ``photo`` shows a thumbnail of the input. ``cmap=None`` picks the
