@@ -371,7 +371,9 @@ class FeatureExplorer(widgets.VBox):
             try:
                 uploaded = files.upload()
             except Exception as exc:  # Colab's chooser raises when the upload is cancelled or fails
-                self._say(f"The Colab upload did not finish: {type(exc).__name__}: {exc}", error=True)
+                self._say(f"The Colab upload did not finish ({type(exc).__name__}: {exc}). In a new cell, run "
+                          "from google.colab import files; name, data = next(iter(files.upload().items())) "
+                          "and then explorer.use_photo(data, name=name), or use an image address.", error=True)
                 return False
         if not uploaded:
             self._say("No file was chosen.", error=True)
