@@ -10,7 +10,14 @@ see the same machine load:
   same page, from the same pre-scaled pixels;
 * a plain PIL palette PNG at PIL's default compression, for reference.
 
+Then, per layer, the bytes one redraw sends (first page of 64 channels): the
+explorer's page (half size, enlarged by the browser; the smaller of lossless
+PNG and a JPEG that fits 256 KiB) against the full-size palette PNG sent
+before, with the median redraw time, over every scale × colormap the
+explorer offers (the table shows the largest).
+
 Targets (issue 4): median redraw ≤ 25 ms and ≥ 10× faster than matplotlib.
+Targets (issue 12): every layer's page ≤ 256 KiB, each median redraw ≤ 25 ms.
 
 Usage: python benchmarks/bench_explorer.py    (or call run() for the lines)
 """
@@ -31,6 +38,8 @@ from PIL import Image  # noqa: E402
 
 TARGET_MS = 25.0
 TARGET_RATIO = 10.0
+TARGET_KIB = 256
+MODES = [(normalize, cmap) for normalize in ("channel", "layer") for cmap in ("viridis", "gray", "RdBu_r")]
 
 
 def _record_cat():
@@ -73,7 +82,7 @@ def _timed(function, *args) -> tuple[float, object]:
 def run(repeats: int = 9) -> list[str]:
     """Measure and return the result lines (also printed when run as a script)."""
     from helpers.viz import colormap_lut
-    from helpers.explorer import ExplorerState, render_channel
+    from helpers.explorer import ExplorerState, image_format, render_channel
 
     recorder, weights = _record_cat()
     conv1 = recorder["conv1"]
@@ -105,7 +114,7 @@ def run(repeats: int = 9) -> list[str]:
     lines = [
         f"feature explorer redraw benchmark ({repeats} interleaved repetitions, "
         f"torch threads {torch.get_num_threads()}, weights: {'pretrained' if weights.pretrained else 'random'})",
-        f"  explorer redraw, conv1 page 64×112×112 -> {size[0]}×{size[1]} px PNG "
+        f"  explorer redraw, conv1 page 64×112×112 -> {size[0]}×{size[1]} px {image_format(png).upper()} "
         f"({len(png) // 1024} KiB): median {median(explorer):.1f} ms "
         f"(min {min(explorer):.1f}, max {max(explorer):.1f})",
         f"  matplotlib imshow + savefig, same page: median {median(reference):.1f} ms "
@@ -122,7 +131,57 @@ def run(repeats: int = 9) -> list[str]:
         f"  median redraw target <= {TARGET_MS:.0f} ms: "
         f"{'met' if median(explorer) <= TARGET_MS else 'NOT MET'}",
     ]
-    return lines
+    return lines + bytes_per_layer(recorder)[0]
+
+
+def _full_size_png(state, layer: str, normalize: str, cmap: str) -> bytes:
+    """The page as sent before issue 12: tiles enlarged in the kernel, palette PNG, level 0 up to 2× enlarging."""
+    from helpers.explorer import _symmetric, encode_palette_png, upscale_factor
+    from helpers.viz import tile_pages
+
+    height, width = state.shape(layer)[1:]
+    factor = upscale_factor(height, width, state.tile_px)
+    tiles = state.indices(layer, normalize, _symmetric(cmap, None))[:64]
+    return encode_palette_png(tile_pages(tiles, state.nrow, state.padding, factor), cmap,
+                              0 if factor <= 2 else 1)
+
+
+def bytes_per_layer(recorder, repeats: int = 5) -> tuple[list[str], bool]:
+    """A table of bytes and times per redraw for every recorded layer; and whether all met the targets."""
+    from helpers.explorer import ExplorerState, image_format
+
+    state = ExplorerState(recorder)
+    for normalize, cmap in MODES:
+        state.warm(normalize, cmap == "RdBu_r")  # redraws, not first views: those scale the layer once
+    lines = [f"  bytes per redraw, first page of 64, largest over {len(MODES)} scale × colormap choices:",
+             f"  {'layer':<21} {'output':>12} {'sent px':>9} {'format':>6} {'KiB':>5} {'ms':>5}"
+             f" {'before KiB':>10}"]
+    worst_kib, worst_ms, total_now, total_before = 0.0, 0.0, 0, 0
+    for layer in state.names:
+        largest, times = None, []
+        for normalize, cmap in MODES:
+            for _ in range(repeats):
+                ms, data = _timed(state.render_page, layer, 0, 64, normalize, cmap)
+                times.append(ms)
+            if largest is None or len(data) > len(largest[0]):
+                largest = (data, normalize, cmap)
+        data, normalize, cmap = largest
+        before = len(_full_size_png(state, layer, normalize, cmap))
+        height, width = state.page_pixels(layer, 0, 64)
+        ms = statistics.median(times)
+        channels, h, w = state.shape(layer)
+        lines.append(f"  {layer:<21} {f'{channels}×{h}×{w}':>12} {f'{width}²':>9} {image_format(data):>6}"
+                     f" {len(data) / 1024:5.0f} {ms:5.1f} {before / 1024:10.0f}")
+        worst_kib, worst_ms = max(worst_kib, len(data) / 1024), max(worst_ms, ms)
+        total_now, total_before = total_now + len(data), total_before + before
+    met = worst_kib <= TARGET_KIB and worst_ms <= TARGET_MS
+    lines += [
+        f"  first pages of all {len(state)} layers: {total_now / 2**20:.1f} MiB (before: "
+        f"{total_before / 2**20:.1f} MiB); largest page {worst_kib:.0f} KiB, slowest median redraw "
+        f"{worst_ms:.1f} ms (targets <= {TARGET_KIB} KiB and <= {TARGET_MS:.0f} ms: "
+        f"{'met' if met else 'NOT MET'})",
+    ]
+    return lines, met
 
 
 if __name__ == "__main__":

@@ -1,16 +1,24 @@
-"""Render recorded feature maps fast, for the explorer: cached scaling, tiling, palette PNG.
+"""Render recorded feature maps fast and small, for the explorer: cached scaling, tiling, encoding.
 
 Nothing here runs a model or needs ipywidgets; ``helpers.widgets`` wires it to controls.
 
 * **Cache.** For each (layer, normalisation, symmetric) the activations are
   scaled once to palette indices (uint8, C×H×W, see ``to_palette_indices``).
-  A redraw slices one page out of that cache, lays the tiles out and encodes a
-  palette PNG with PIL: a few ms for the largest ResNet34 page, about a
-  hundred times faster than matplotlib ``imshow`` + ``savefig`` of the same
-  page (``benchmarks/bench_explorer.py`` measures both).
-* **Pixels.** Small maps are enlarged by an integer factor with nearest
-  neighbour (a 7×7 map becomes 112×112 pixels), so every layer gives a picture
-  of the same size and a pixel of the map stays a sharp square.
+  A redraw slices one page out of that cache, lays the tiles out
+  (``helpers.viz.tile_pages``) and encodes it: a few ms for the largest
+  ResNet34 page, about a hundred times faster than matplotlib ``imshow`` +
+  ``savefig`` (``benchmarks/bench_explorer.py`` measures both).
+* **Pixels.** Every layer is shown with tiles of about ``tile_px`` screen
+  pixels, but the page is sent at half that size (or the map's own size,
+  whichever is larger): the browser doubles it without smoothing (CSS
+  ``image-rendering: pixelated``, see ``PAGE_CSS``), so a pixel of the map
+  stays a sharp square and the kernel sends a quarter of the pixels.
+* **Bytes.** On a remote kernel (Colab, JupyterHub) every redraw crosses the
+  internet. ``encoding="auto"`` sends a lossless palette PNG unless a JPEG
+  (4:4:4, no chroma smearing of colormapped edges) is much smaller, as for
+  noisy conv1 pages of an untrained network; the JPEG's quality steps down
+  from 90 until the page fits ``PAGE_BYTES`` (256 KiB).
+  ``encoding="png"`` is always lossless.
 * **Colours.** Palette index 0 is the padding between tiles; indices 1–255 are
   the colormap. Diverging maps (``RdBu_r``) use a scale centred at 0, so white
   means 0 and red / blue mean positive / negative.
@@ -21,6 +29,7 @@ Nothing here runs a model or needs ipywidgets; ``helpers.widgets`` wires it to c
 from __future__ import annotations
 
 import io
+import zlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +41,7 @@ import torch
 from PIL import Image
 
 from .hooks import ActivationRecorder
-from .viz import as_chw, colormap_lut, n_pages, page_bounds, scale_range, to_uint8
+from .viz import as_chw, colormap_lut, n_pages, page_bounds, scale_range, tile_pages, to_uint8
 
 DIVERGING_CMAPS = frozenset(
     name + suffix
@@ -48,6 +57,19 @@ NROW = 8
 PADDING = 2
 TILE_PX = 112
 CACHE_BYTES = 256 * 2**20
+# The browser enlarges pages by this factor (CSS, no smoothing); the kernel sends the rest.
+BROWSER_ZOOM = 2
+PAGE_BYTES = 256 * 2**10
+ENCODINGS = ("auto", "png", "jpeg")
+# Tried in turn until the JPEG fits PAGE_BYTES. 4:4:4 keeps colour edges sharp; on noisy
+# conv1 pages its mean error at quality 60-70 (7 of 255) equals 4:2:0's at quality 85.
+JPEG_QUALITIES = (90, 80, 70, 65, 60, 50, 40)
+# "auto" keeps the lossless PNG unless the JPEG is smaller by more than this factor.
+LOSSLESS_PREMIUM = 1.25
+# Style for the page <img>: enlarge without smoothing (crisp-edges for older Firefox).
+PAGE_CLASS = "feature-explorer-page"
+PAGE_CSS = (f"<style>img.{PAGE_CLASS} {{image-rendering: crisp-edges; "
+            "image-rendering: pixelated;}</style>")
 
 
 
@@ -91,62 +113,107 @@ def upscale_factor(height: int, width: int, tile_px: int = TILE_PX) -> int:
     return max(1, tile_px // max(height, width, 1))
 
 
-def tile_pages(tiles: np.ndarray, nrow: int = NROW, padding: int = PADDING, factor: int = 1,
-               pad_value: int = 0) -> np.ndarray:
-    """Lay out N×H×W tiles in rows of ``nrow``, each enlarged ``factor``× (nearest neighbour).
+def page_scale(height: int, width: int, tile_px: int = TILE_PX,
+               browser_zoom: int = BROWSER_ZOOM) -> tuple[int, int]:
+    """(factor the kernel enlarges tiles by, factor the browser enlarges the page by).
 
-    The same layout as ``helpers.viz.tile_grid`` (torchvision's ``make_grid``):
-    ``padding`` pixels around every tile, ``min(nrow, N)`` columns (a lone
-    tile is padded too). numpy instead of ``make_grid``, which first copies
-    grey tiles to three RGB channels.
+    Their product is ``upscale_factor``: a 7×7 map is sent at 56×56 and shown at 112×112.
     """
-    tiles = np.asarray(tiles)
-    if tiles.ndim != 3 or tiles.shape[0] == 0:
-        raise ValueError(f"tile_pages() needs N×H×W tiles with N ≥ 1, got shape {tiles.shape}.")
-    if nrow < 1 or factor < 1 or padding < 0:
-        raise ValueError(f"nrow and factor must be ≥ 1 and padding ≥ 0, got {nrow}, {factor}, {padding}.")
-    count, height, width = tiles.shape
-    if factor > 1:
-        tiles = np.broadcast_to(
-            tiles[:, :, None, :, None], (count, height, factor, width, factor)
-        ).reshape(count, height * factor, width * factor)
-        height, width = height * factor, width * factor
-    cols = min(nrow, count)
-    rows = -(-count // cols)
-    cell_h, cell_w = height + padding, width + padding
-    grid = np.full((rows * cell_h + padding, cols * cell_w + padding), pad_value, dtype=tiles.dtype)
-    cells = grid[padding:, padding:].reshape(rows, cell_h, cols, cell_w)
-    full_rows, rest = divmod(count, cols)
-    if full_rows:
-        block = tiles[: full_rows * cols].reshape(full_rows, cols, height, width)
-        cells[:full_rows, :height, :, :width] = block.transpose(0, 2, 1, 3)
-    if rest:
-        cells[full_rows, :height, :rest, :width] = tiles[full_rows * cols:].transpose(1, 0, 2)
-    return grid
+    total = upscale_factor(height, width, tile_px)
+    zoom = browser_zoom if total >= browser_zoom else 1
+    return total // zoom, zoom
+
+
+def image_format(data: bytes) -> str:
+    """'png' or 'jpeg', from the file's first bytes (what an ipywidgets ``Image.format`` wants)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    raise ValueError("Not a PNG or JPEG file.")
+
+
+def _palette_image(indices: np.ndarray, cmap: str,
+                   pad_color: tuple[int, int, int] | None = None) -> Image.Image:
+    indices = np.ascontiguousarray(indices, dtype=np.uint8)
+    image = Image.frombuffer("P", (indices.shape[1], indices.shape[0]), indices.tobytes(), "raw", "P", 0, 1)
+    image.putpalette(_palette(cmap, pad_color or pad_color_for(cmap)))
+    return image
 
 
 def encode_palette_png(indices: np.ndarray, cmap: str, compress_level: int = 1,
                        pad_color: tuple[int, int, int] | None = None) -> bytes:
-    """A palette PNG of a uint8 index image (0 = padding, 1–255 = ``cmap``), 1 byte per pixel."""
-    indices = np.ascontiguousarray(indices, dtype=np.uint8)
-    image = Image.frombuffer("P", (indices.shape[1], indices.shape[0]), indices.tobytes(),
-                             "raw", "P", 0, 1)
-    image.putpalette(_palette(cmap, pad_color or pad_color_for(cmap)))
+    """A palette PNG of a uint8 index image (0 = padding, 1–255 = ``cmap``), 1 byte per pixel: lossless."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=compress_level)
+    _palette_image(indices, cmap, pad_color).save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 
-def _auto_compress_level(factor: int) -> int:
-    """zlib level for a page whose tiles were enlarged ``factor``×.
+def _jpeg(rgb: Image.Image, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="JPEG", quality=quality, subsampling=0)
+    return buffer.getvalue()
 
-    Measured here on ResNet34 pages of 64 tiles (914×914 pixels): at level 1,
-    conv1's unenlarged tiles shrink by 10 % and layer1's doubled ones by 65 %,
-    but encoding takes 30–60 ms instead of the 2 ms of storing them (level 0),
-    over the 25 ms a redraw may take. Tiles enlarged 4× or more repeat each
-    pixel 16+ times: level 1 shrinks them 10–40× within 5–15 ms.
+
+def encode_jpeg(indices: np.ndarray, cmap: str, max_bytes: int = PAGE_BYTES, band_rows: int = 64) -> bytes:
+    """A JPEG (4:4:4) of a palette-index image, at the highest ``JPEG_QUALITIES`` entry that fits ``max_bytes``.
+
+    Each quality is first tried on a band of rows (a fraction of the cost), so a
+    large noisy page is encoded in full about once rather than once per quality.
     """
-    return 0 if factor <= 2 else 1
+    rgb = _palette_image(indices, cmap).convert("RGB")
+    height = indices.shape[0]
+    if height > 2 * band_rows:
+        top = (height - band_rows) // 2
+        band = rgb.crop((0, top, rgb.width, top + band_rows))
+        for first, quality in enumerate(JPEG_QUALITIES):
+            if len(_jpeg(band, quality)) * height / band_rows <= 0.95 * max_bytes:
+                break
+    else:
+        first = 0
+    for quality in JPEG_QUALITIES[first:]:
+        data = _jpeg(rgb, quality)
+        if len(data) <= max_bytes:
+            break
+    return data
+
+
+def estimated_png_bytes(indices: np.ndarray, band_rows: int = 64) -> int:
+    """About the size of ``encode_palette_png(indices)`` at level 1, from one band of rows (1-2 ms).
+
+    PIL stores palette rows unfiltered, so deflating a contiguous band of raw
+    rows and scaling by the row count predicts the PNG within some 10 %.
+    """
+    height = indices.shape[0]
+    if height <= band_rows:
+        return len(zlib.compress(np.ascontiguousarray(indices).tobytes(), 1))
+    top = (height - band_rows) // 2
+    band = np.ascontiguousarray(indices[top:top + band_rows]).tobytes()
+    return len(zlib.compress(band, 1)) * height // band_rows
+
+
+def encode_page(indices: np.ndarray, cmap: str, encoding: str = "auto", compress_level: int = 1,
+                max_bytes: int = PAGE_BYTES) -> bytes:
+    """Encode a page of palette indices: lossless PNG, JPEG, or (``"auto"``) the smaller of the two.
+
+    "auto" keeps the PNG unless it is over ``max_bytes`` or the JPEG is smaller
+    by more than ``LOSSLESS_PREMIUM``; it skips the JPEG when the PNG is
+    estimated at under a quarter of ``max_bytes``.
+    """
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}.")
+    if encoding == "png":
+        return encode_palette_png(indices, cmap, compress_level)
+    if encoding == "jpeg":
+        return encode_jpeg(indices, cmap, max_bytes)
+    estimate = estimated_png_bytes(indices)
+    if estimate <= max_bytes // 4:
+        return encode_palette_png(indices, cmap, compress_level)
+    jpeg = encode_jpeg(indices, cmap, max_bytes)
+    if estimate > min(len(jpeg) * LOSSLESS_PREMIUM, max_bytes):
+        return jpeg
+    png = encode_palette_png(indices, cmap, compress_level)
+    return png if len(png) <= min(len(jpeg) * LOSSLESS_PREMIUM, max_bytes) else jpeg
 
 
 @dataclass(frozen=True)
@@ -213,8 +280,10 @@ class ExplorerState:
     """
 
     def __init__(self, activations, *, nrow: int = NROW, padding: int = PADDING,
-                 tile_px: int = TILE_PX, cache_bytes: int = CACHE_BYTES) -> None:
+                 tile_px: int = TILE_PX, cache_bytes: int = CACHE_BYTES,
+                 browser_zoom: int = BROWSER_ZOOM) -> None:
         self.nrow, self.padding, self.tile_px = nrow, padding, tile_px
+        self.browser_zoom = browser_zoom
         self.cache_bytes = cache_bytes
         self._cache: OrderedDict[tuple[int, str, bool], np.ndarray] = OrderedDict()
         self._channel_pngs: OrderedDict[tuple, bytes] = OrderedDict()
@@ -287,27 +356,42 @@ class ExplorerState:
         return list(self._cache)
 
     # -- rendering ----------------------------------------------------------------
-    def page_grid(self, layer: int | str, page: int = 0, page_size: int = 64,
-                  normalize: str = "channel", symmetric: bool = False) -> np.ndarray:
-        """One page as a palette-index image (0 = padding), tiles enlarged to about ``tile_px``."""
+    def page_scale(self, layer: int | str) -> tuple[int, int]:
+        """(kernel factor, browser zoom) of a layer's tiles; see ``page_scale``."""
+        height, width = self.shape(layer)[1:]
+        return page_scale(height, width, self.tile_px, self.browser_zoom)
+
+    def page_pixels(self, layer: int | str, page: int = 0, page_size: int = 64) -> tuple[int, int]:
+        """(height, width) of a page as sent, without drawing it."""
         channels, height, width = self.shape(layer)
         first, stop = page_bounds(channels, page, page_size)
+        factor = self.page_scale(layer)[0]
+        cols = min(self.nrow, stop - first)
+        rows = -(-(stop - first) // cols)
+        return (rows * (height * factor + self.padding) + self.padding,
+                cols * (width * factor + self.padding) + self.padding)
+
+    def page_grid(self, layer: int | str, page: int = 0, page_size: int = 64,
+                  normalize: str = "channel", symmetric: bool = False) -> np.ndarray:
+        """One page as a palette-index image (0 = padding), as sent: before the browser's zoom."""
+        channels = self.n_channels(layer)
+        first, stop = page_bounds(channels, page, page_size)
         tiles = self.indices(layer, normalize, symmetric)[first:stop]
-        factor = upscale_factor(height, width, self.tile_px)
-        return tile_pages(tiles, self.nrow, self.padding, factor)
+        return tile_pages(tiles, self.nrow, self.padding, self.page_scale(layer)[0])
 
     def render_page(self, layer: int | str, page: int = 0, page_size: int = 64,
                     normalize: str = "channel", cmap: str = "viridis",
-                    symmetric: bool | None = None, compress_level: int | None = None) -> bytes:
-        """PNG bytes of one page of channels: cached scaling, tiling, palette, PNG encoding.
+                    symmetric: bool | None = None, compress_level: int | None = None,
+                    encoding: str = "auto") -> bytes:
+        """PNG or JPEG bytes of one page of channels: cached scaling, tiling, encoding.
 
         ``symmetric=None`` centres the scale at 0 for diverging colormaps.
+        ``encoding``: "auto" (the smaller of lossless PNG and a JPEG that fits
+        ``PAGE_BYTES``), "png" (lossless) or "jpeg". Show the page
+        ``page_scale(layer)[1]`` times larger, without smoothing.
         """
-        height, width = self.shape(layer)[1:]
         grid = self.page_grid(layer, page, page_size, normalize, _symmetric(cmap, symmetric))
-        if compress_level is None:
-            compress_level = _auto_compress_level(upscale_factor(height, width, self.tile_px))
-        return encode_palette_png(grid, cmap, compress_level)
+        return encode_page(grid, cmap, encoding, 1 if compress_level is None else compress_level)
 
     def channel_stats(self, layer: int | str, channel: int) -> ChannelStats:
         return channel_stats(self._channel(layer, channel))
@@ -317,6 +401,29 @@ class ExplorerState:
         if not 0 <= channel < tensor.shape[0]:
             raise IndexError(f"Channel {channel} is out of range: 0 to {tensor.shape[0] - 1}.")
         return tensor[channel]
+
+    def channel_limits(self, layer: int | str, channel: int, normalize: str = "channel",
+                       symmetric: bool = False) -> tuple[float, float]:
+        """The values at the two ends of the enlarged channel's colorbar.
+
+        The channel's own range (per channel) or the whole layer's (per
+        layer), as on the page; ±max|x| when symmetric. A constant channel
+        gets a non-empty range around its value.
+        """
+        if normalize not in ("channel", "layer"):
+            raise ValueError(f"normalize must be 'channel' or 'layer', got {normalize!r}.")
+        index = self.index(layer)
+        values = self._channel(index, channel)
+        source = values[None] if normalize == "channel" else self.tensors[index]
+        low, high = (float(v) for v in scale_range(source, "layer", symmetric))
+        if low == high:  # a constant channel: any non-empty range shows it as one colour
+            low, high = (low - 1.0, high + 1.0) if symmetric or low != 0 else (0.0, 1.0)
+        return low, high
+
+    @property
+    def channel_figure(self) -> "_ChannelFigure | None":
+        """The matplotlib figure the last enlarged channel was drawn with (its image holds the limits)."""
+        return self._figure
 
     def render_channel(self, layer: int | str, channel: int, normalize: str = "channel",
                        cmap: str = "viridis", symmetric: bool | None = None,
@@ -335,11 +442,7 @@ class ExplorerState:
         if key in self._channel_pngs:
             self._channel_pngs.move_to_end(key)
             return self._channel_pngs[key]
-        source = values if normalize == "channel" else self.tensors[index]
-        low, high = (float(v) for v in scale_range(source[None] if source.dim() == 2 else source,
-                                                   "layer", symmetric))
-        if low == high:  # a constant channel: any non-empty range shows it as one colour
-            low, high = (low - 1.0, high + 1.0) if symmetric or low != 0 else (0.0, 1.0)
+        low, high = self.channel_limits(index, channel, normalize, symmetric)
         title = f"{self.names[index]}, channel {channel}"
         if self._figure is None or self._figure_key != (figsize, dpi):
             self._figure, self._figure_key = _ChannelFigure(figsize, dpi), (figsize, dpi)
@@ -388,13 +491,18 @@ class _ChannelFigure:
 
 def render_page(activation, page: int = 0, page_size: int = 64, normalize: str = "channel",
                 cmap: str = "viridis", symmetric: bool | None = None, *, nrow: int = NROW,
-                tile_px: int = TILE_PX, compress_level: int | None = None) -> bytes:
-    """PNG bytes of one page of a C×H×W (or 1×C×H×W) activation: what the explorer shows.
+                tile_px: int = TILE_PX, compress_level: int | None = None,
+                encoding: str = "png", browser_zoom: int = 1) -> bytes:
+    """Image bytes of one page of a C×H×W (or 1×C×H×W) activation: what the explorer shows.
 
     No widgets needed: ``IPython.display.Image(render_page(rec["conv1"]))``.
+    Lossless PNG, tiles enlarged to about ``tile_px``, by default;
+    ``browser_zoom=BROWSER_ZOOM, encoding="auto"`` gives the page as the
+    explorer sends it, for the browser to enlarge.
     """
-    state = ExplorerState([("activation", activation)], nrow=nrow, tile_px=tile_px)
-    return state.render_page(0, page, page_size, normalize, cmap, symmetric, compress_level)
+    state = ExplorerState([("activation", activation)], nrow=nrow, tile_px=tile_px,
+                          browser_zoom=browser_zoom)
+    return state.render_page(0, page, page_size, normalize, cmap, symmetric, compress_level, encoding)
 
 
 def render_channel(activation, channel: int, normalize: str = "channel", cmap: str = "viridis",

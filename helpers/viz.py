@@ -1,7 +1,7 @@
 """Turn feature maps (C×H×W activations) into pictures.
 
-Each channel becomes one grey tile; tiles are laid out with torchvision's
-``make_grid``, one *page* of channels at a time. Values are scaled to 0–255
+Each channel becomes one grey tile; tiles are laid out as torchvision's
+``make_grid`` does (``tile_pages``), one *page* of channels at a time. Values are scaled to 0–255
 either per channel (every tile uses its full range: shapes are visible even in
 weak channels) or per layer (one scale for the whole layer: strong and weak
 channels can be compared). With ``symmetric=True`` the scale is centred at 0,
@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
-from torchvision.utils import make_grid
 
 Normalize = Literal["channel", "layer"]
 NORMALIZE_MODES = ("channel", "layer")
@@ -112,12 +111,51 @@ def page_bounds(n_channels: int, page: int, page_size: int) -> tuple[int, int]:
     return first, min(first + page_size, n_channels)
 
 
+def tile_pages(tiles, nrow: int = 8, padding: int = 2, factor: int = 1, pad_value: int = 0) -> np.ndarray:
+    """Lay out N×H×W tiles in rows of ``nrow``, each enlarged ``factor``× (nearest neighbour).
+
+    The one tiling of the project (``tile_grid`` and the explorer use it).
+    torchvision ``make_grid``'s layout: ``padding`` pixels around every tile,
+    ``min(nrow, N)`` columns; unlike ``make_grid`` a lone tile is padded too.
+    numpy, in the tiles' dtype: ``make_grid`` first copies grey tiles to three
+    RGB channels, three times the work on every explorer redraw.
+    """
+    tiles = np.asarray(tiles)
+    if tiles.ndim != 3 or tiles.shape[0] == 0:
+        raise ValueError(f"tile_pages() needs N×H×W tiles with N ≥ 1, got shape {tiles.shape}.")
+    if nrow < 1 or factor < 1 or padding < 0:
+        raise ValueError(f"nrow and factor must be ≥ 1 and padding ≥ 0, got {nrow}, {factor}, {padding}.")
+    count, height, width = tiles.shape
+    if factor > 1:
+        tiles = np.broadcast_to(
+            tiles[:, :, None, :, None], (count, height, factor, width, factor)
+        ).reshape(count, height * factor, width * factor)
+        height, width = height * factor, width * factor
+    cols = min(nrow, count)
+    rows = -(-count // cols)
+    cell_h, cell_w = height + padding, width + padding
+    grid = np.full((rows * cell_h + padding, cols * cell_w + padding), pad_value, dtype=tiles.dtype)
+    cells = grid[padding:, padding:].reshape(rows, cell_h, cols, cell_w)
+    full_rows, rest = divmod(count, cols)
+    if full_rows:
+        block = tiles[: full_rows * cols].reshape(full_rows, cols, height, width)
+        cells[:full_rows, :height, :, :width] = block.transpose(0, 2, 1, 3)
+    if rest:
+        cells[full_rows, :height, :rest, :width] = tiles[full_rows * cols:].transpose(1, 0, 2)
+    return grid
+
+
 def tile_grid(tiles: torch.Tensor, nrow: int = 8, padding: int = 2) -> np.ndarray:
-    """Lay out N×H×W tiles (any dtype) as one H'×W' array with ``make_grid``."""
+    """Lay out N×H×W tiles (any dtype) as one H'×W' array, padding 0 (``tile_pages``).
+
+    As torchvision's ``make_grid``, which this once called, a lone tile comes back unpadded.
+    """
     if nrow < 1:
         raise ValueError(f"nrow must be at least 1, got {nrow}.")
-    grid = make_grid(tiles.unsqueeze(1), nrow=nrow, padding=padding, pad_value=0)
-    return grid[0].numpy()
+    array = tiles.detach().cpu().numpy() if isinstance(tiles, torch.Tensor) else np.asarray(tiles)
+    if array.shape[0] == 1:
+        return array[0].copy()
+    return tile_pages(array, nrow, padding)
 
 
 def padding_mask(n_tiles: int, tile_shape: tuple[int, int], nrow: int = 8, padding: int = 2) -> np.ndarray:

@@ -5,9 +5,15 @@ cached rendering of ``helpers.explorer`` (its docstring explains the cache,
 the pixels and the colours).
 
 * **Widgets.** Only the core ipywidgets API shared by 7.7 (Colab) and 8
-  (JupyterLab 4): sliders, toggle buttons, ``Image``, ``HTML``, ``FileUpload``.
-  The enlarged channel is a small matplotlib figure, rendered to PNG bytes
-  without pyplot. No ipympl, no custom widget manager.
+  (JupyterLab 4): sliders, toggle buttons, ``Image``, ``HTML``, ``Text``,
+  ``Button``, ``Output``, ``FileUpload``. The enlarged channel is a small
+  matplotlib figure, rendered to PNG bytes without pyplot. No ipympl, no
+  custom widget manager. A ``<style>`` in an ``HTML`` widget makes the
+  browser enlarge the page without smoothing.
+* **Your own photo**, three ways, none failing silently: the upload button
+  (JupyterLab; on Colab it loses files of ~1 MB and more, ipywidgets#3452),
+  an image address downloaded in the kernel, and on Colab a button that uses
+  ``google.colab.files.upload()``.
 
 The pure parts (``ExplorerState``, ``render_page``, ``render_channel``,
 ``uploaded_files``) live in ``helpers.explorer`` and need no browser and no
@@ -21,6 +27,7 @@ import html
 import io
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,11 +38,11 @@ from PIL import Image
 from torch import nn
 
 from .explorer import (  # re-exported: the explorer's rendering API
-    ChannelStats, ExplorerState, channel_stats, is_diverging, render_channel, render_page,
-    tile_pages, to_palette_indices, upscale_factor, uploaded_files,
+    PAGE_CLASS, PAGE_CSS, ChannelStats, ExplorerState, channel_stats, image_format, is_diverging,
+    render_channel, render_page, tile_pages, to_palette_indices, upscale_factor, uploaded_files,
 )
 from .hooks import ActivationRecorder
-from .images import ImageLoadError, load_image
+from .images import MAX_DOWNLOAD_BYTES, ImageLoadError, load_image
 from .images import preprocess as preprocess_image
 from .viz import page_bounds
 
@@ -63,6 +70,19 @@ NORMALIZE_OPTIONS = (("per channel", "channel"), ("per layer", "layer"))
 COLORMAPS = (("viridis", "viridis"), ("gray", "gray"), ("diverging", "RdBu_r"))
 COLORMAP_TOOLTIPS = {"viridis": "dark blue = low, yellow = high", "gray": "black = low, white = high",
                      "RdBu_r": "centred at 0: white = 0, red > 0, blue < 0"}
+# Jupyter's server drops WebSocket messages over 10 MiB (tornado's default): larger uploads never arrive.
+UPLOAD_LIMIT_TEXT = "up to about 8 MB"
+EMPTY_UPLOAD = (
+    "The upload arrived empty: the browser said a file was chosen, but no bytes reached the kernel. "
+    "On Colab this is a known ipywidgets 7 problem with files of about 1 MB and more "
+    "(jupyter-widgets/ipywidgets#3452). Use the Colab upload button or an image address instead, "
+    "or shrink the photo below 1 MB."
+)
+
+
+def on_colab() -> bool:
+    """True inside a Google Colab kernel (it imports ``google.colab`` at start)."""
+    return "google.colab" in sys.modules
 
 def _module_names(model: nn.Module, names: Sequence[str]) -> list[str]:
     """The modules to record for activations named like ActivationRecorder names them."""
@@ -116,7 +136,8 @@ class FeatureExplorer(widgets.VBox):
     Controls: ``layer_slider`` (index into the recorded layers, from 0),
     ``page_slider`` (from 1, as in "page 1 of 8"; ``view["page"]`` counts
     from 0), ``page_size_buttons``, ``normalize_buttons``, ``cmap_buttons``,
-    ``channel_slider`` (channel index, from 0), ``upload``.
+    ``channel_slider`` (channel index, from 0), ``upload``, ``url`` and
+    ``url_button`` (an image address), ``colab_button`` (on Colab only).
     Outputs: ``image`` (the page), ``channel_image`` and ``stats`` (the
     enlarged channel), ``message`` (errors and notes), ``photo`` (thumbnail).
     ``state`` is the ``ExplorerState`` that renders; ``forward_runs`` counts
@@ -177,8 +198,8 @@ class FeatureExplorer(widgets.VBox):
             options=cmap_options, value=cmap,
             tooltips=[COLORMAP_TOOLTIPS.get(value, value) for _, value in cmap_options],
             style={"button_width": "100px"})
-        self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
-        self.image.add_class("feature-explorer-page")
+        self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto"))
+        self.image.add_class(PAGE_CLASS)
         self.channel_slider = widgets.IntSlider(
             value=0, min=0, max=1, description="channel", continuous_update=False,
             layout=wide, style=style)
@@ -190,6 +211,14 @@ class FeatureExplorer(widgets.VBox):
         if photo is not None:
             self.photo.value = _thumbnail_png(photo)
         self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="your photo")
+        self.url = widgets.Text(placeholder="https://... (right-click a picture: Copy image address)",
+                                description="address", layout=widgets.Layout(width="min(100%, 460px)"),
+                                style={"description_width": "60px"})
+        self.url_button = widgets.Button(description="load", tooltip="download this image in the kernel",
+                                         layout=widgets.Layout(width="60px"))
+        self.colab_button = widgets.Button(description="upload (Colab)", icon="upload",
+                                           tooltip="google.colab.files.upload(): works for large photos")
+        self.colab_output = widgets.Output()  # where Colab's own file chooser appears
 
         rows = [
             self.layer_slider, self.layer_label, self.page_slider, self.page_label,
@@ -202,12 +231,10 @@ class FeatureExplorer(widgets.VBox):
         ]
         bottom = [self.photo] if photo is not None else []
         if upload and model is not None:
-            bottom.append(widgets.VBox([
-                widgets.HTML("Try your own photo: the model runs once on it."), self.upload]))
-            self.upload.observe(self._on_upload, names="value")
+            bottom.append(self._photo_controls())
         if bottom:
             rows.append(widgets.HBox(bottom))
-        rows.append(self.message)
+        rows += [self.message, widgets.HTML(PAGE_CSS, layout=widgets.Layout(margin="0"))]
         super().__init__(children=rows)
         self.add_class("feature-explorer")
 
@@ -284,8 +311,28 @@ class FeatureExplorer(widgets.VBox):
         if not self._quiet:
             self.redraw_channel()
 
+    def _photo_controls(self) -> widgets.VBox:
+        """The ways to try your own photo; on Colab its own upload button comes first."""
+        self.upload.observe(self._on_upload, names="value")
+        if "_counter" in self.upload.trait_names():  # ipywidgets 7: the counter moves even when data is lost
+            self.upload.observe(self._on_upload_counter, names="_counter")
+        self.url_button.on_click(lambda _: self.load_url(self.url.value))
+        self.colab_button.on_click(lambda _: self.upload_from_colab())
+        upload_note = (f"or upload a photo ({UPLOAD_LIMIT_TEXT}"
+                       + ("; on Colab only below 1 MB, use the button above)" if on_colab() else ")"))
+        rows = [widgets.HTML("<b>Try your own photo</b>: the model runs once on it.")]
+        if on_colab():
+            rows += [self.colab_button, self.colab_output]
+        rows += [widgets.HBox([self.url, self.url_button]),
+                 widgets.HBox([widgets.HTML(upload_note), self.upload])]
+        return widgets.VBox(rows)
+
     def _on_upload(self, change) -> None:
         self.handle_upload(change["new"])
+
+    def _on_upload_counter(self, change) -> None:
+        if change["new"] and not self.upload.value:
+            self._say(EMPTY_UPLOAD, error=True)
 
     def handle_upload(self, value) -> bool:
         """Show the photo in a ``FileUpload.value`` (ipywidgets 7 or 8 shape); False if unusable."""
@@ -297,7 +344,45 @@ class FeatureExplorer(widgets.VBox):
         if not files:
             return False
         name, data = files[-1]
+        if not data:
+            self._say(f"'{name}': {EMPTY_UPLOAD}", error=True)
+            return False
         return self.use_photo(data, name=name)
+
+    def load_url(self, url: str) -> bool:
+        """Download an image address in the kernel and show its feature maps; False (and a message) if not."""
+        url = url.strip()
+        if not url:
+            self._say("Paste an image address (https://...) into the field first.", error=True)
+            return False
+        self._say(f"Downloading {url} ...")
+        return self.use_photo(url, name=url)
+
+    def upload_from_colab(self) -> bool:
+        """Colab's own file chooser (``google.colab.files.upload``), then the photo it returns."""
+        try:
+            from google.colab import files
+        except ImportError:
+            self._say("This button works on Google Colab only; here, use the upload button or an address.",
+                      error=True)
+            return False
+        self.colab_output.clear_output()
+        with self.colab_output:
+            try:
+                uploaded = files.upload()
+            except Exception as exc:  # Colab's chooser raises when the upload is cancelled or fails
+                self._say(f"The Colab upload did not finish ({type(exc).__name__}: {exc}). In a new cell, run "
+                          "from google.colab import files; name, data = next(iter(files.upload().items())) "
+                          "and then explorer.use_photo(data, name=name), or use an image address.", error=True)
+                return False
+        if not uploaded:
+            self._say("No file was chosen.", error=True)
+            return False
+        name, data = list(uploaded.items())[-1]
+        if not data:
+            self._say(f"'{name}' arrived empty (0 bytes). Choose the file again.", error=True)
+            return False
+        return self.use_photo(bytes(data), name=name)
 
     # -- drawing --------------------------------------------------------------------------
     def redraw(self) -> None:
@@ -305,8 +390,14 @@ class FeatureExplorer(widgets.VBox):
         view = self.view
         start = time.perf_counter()
         try:
-            self.image.value = self.state.render_page(
+            data = self.state.render_page(
                 view["layer"], view["page"], view["page_size"], view["normalize"], view["cmap"])
+            width = self.state.page_pixels(view["layer"], view["page"], view["page_size"])[1]
+            with self.image.hold_sync():
+                self.image.format = image_format(data)
+                self.image.value = data
+                # The browser enlarges the page (CSS pixelated): shown at the size of tile_px tiles.
+                self.image.layout.width = f"{width * self.state.page_scale(view['layer'])[1]}px"
         except Exception as exc:  # a readable line in the widget, not a traceback in a log
             self._say(f"Could not draw this page: {type(exc).__name__}: {exc}", error=True)
             return
@@ -345,7 +436,7 @@ class FeatureExplorer(widgets.VBox):
 
     # -- a new photo --------------------------------------------------------------------
     def use_photo(self, source, name: str | None = None) -> bool:
-        """Load a photo (path or bytes), run the model on it once and show its feature maps.
+        """Load a photo (path, bytes or http(s) URL), run the model on it once and show its feature maps.
 
         A file that is not a readable image changes nothing and puts a
         readable message in the widget. Returns whether the photo is shown.
@@ -353,12 +444,18 @@ class FeatureExplorer(widgets.VBox):
         if self.model is None:
             self._say("No model to run: pass model= to feature_explorer().", error=True)
             return False
+        if isinstance(source, (bytes, bytearray, memoryview)) and len(source) > MAX_DOWNLOAD_BYTES:
+            self._say(f"'{name or 'photo'}' is too large: {len(source) / 2**20:.1f} MB, the explorer takes "
+                      f"photos up to {MAX_DOWNLOAD_BYTES / 2**20:.0f} MB. Shrink it first.", error=True)
+            return False
         try:
             image = load_image(source, name=name)
         except ImageLoadError as exc:
             self._say(str(exc), error=True)
             return False
         label = name or (Path(source).name if isinstance(source, (str, os.PathLike)) else "photo")
+        if len(label) > 60:
+            label = label[:40] + "..." + label[-17:]
         try:
             batch = (self.preprocess or preprocess_image)(image)
             parameter = next(self.model.parameters(), None)
@@ -397,7 +494,8 @@ def feature_explorer(
     ``recorder_or_activations``: an ``ActivationRecorder`` after one forward
     pass, or a dict / list of (name, tensor) pairs, each a batch of one.
     Redraws never run the model. With a ``model`` (the recorder's, unless
-    given) an upload button lets you try your own photo: it is loaded with
+    given) an upload button, an image-address field and, on Colab, a button
+    for Colab's own file chooser let you try your own photo: it is loaded with
     ``helpers.images.load_image``, made a batch by ``preprocess`` (default
     ``helpers.images.preprocess``) and run through the model once.
     ``photo`` shows a thumbnail of the input. ``cmap=None`` picks the

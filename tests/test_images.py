@@ -1,7 +1,10 @@
-"""Tests for helpers.images: safe loading, faithful RGB conversion, preprocessing."""
+"""Tests for helpers.images: safe loading, shrinking, image addresses, faithful RGB conversion, preprocessing."""
 
 from __future__ import annotations
 
+import io
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +13,16 @@ import torch
 from PIL import Image
 
 from helpers.images import (
+    SHRINK_BYTES,
     ImageLoadError,
+    download,
     load_image,
     preprocess,
     sample_image_path,
     to_displayable,
 )
+
+from tests.local_web import serve
 
 EXIF_ORIENTATION_TAG = 0x0112
 
@@ -274,3 +281,104 @@ def test_extreme_sizes_work_through_preprocess(tmp_path, size):
     assert raw.shape == (1, 3, 224, 224)
     centre = raw[0, :, 112, 112].numpy()
     np.testing.assert_allclose(centre, np.array([200, 10, 10]) / 255, atol=1e-3)
+
+
+# --- large photos are shrunk while decoding ------------------------------------
+
+
+def noisy_photo(size: tuple[int, int], seed: int = 0) -> Image.Image:
+    """A photo-like picture that JPEG cannot squeeze: a ramp with noise (~1 byte per pixel at q95)."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 255, width)[None, :, None] * np.ones((height, 1, 3))
+    return Image.fromarray(np.clip(ramp + rng.normal(0, 50, ramp.shape), 0, 255).astype(np.uint8))
+
+
+def test_a_large_photo_is_shrunk_to_max_side_upright(tmp_path):
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION_TAG] = 6  # a phone held upright: stored landscape, shown portrait
+    path = save(noisy_photo((2400, 1600)), tmp_path / "phone.jpg", quality=95, exif=exif)
+    assert path.stat().st_size > SHRINK_BYTES
+    loaded = load_image(path)
+    assert loaded.size == (683, 1024)  # 1600×2400 upright, fitted into 1024×1024
+    assert load_image(path.read_bytes(), name="phone.jpg").size == (683, 1024)
+    assert load_image(path, max_side=None).size == (1600, 2400)
+    # the shrunk photo shows the same picture: the ramp runs top to bottom after the rotation
+    column = np.asarray(loaded, dtype=float).mean(axis=(1, 2))
+    assert column[:100].mean() < 60 and column[-100:].mean() > 195
+
+
+def test_a_small_file_keeps_its_pixels_even_when_wide(tmp_path):
+    path = save(Image.new("RGB", (3000, 2000), (10, 200, 30)), tmp_path / "flat.png")
+    assert path.stat().st_size < SHRINK_BYTES
+    assert load_image(path).size == (3000, 2000)
+
+
+# --- image addresses, downloaded in the kernel -----------------------------------
+
+
+@pytest.fixture
+def web(monkeypatch):
+    """An HTTP server on 127.0.0.1 serving a photo, a web page and large files; yields its base URL."""
+    monkeypatch.setenv("no_proxy", "*")  # a proxy set on this machine must not see 127.0.0.1
+    photo = io.BytesIO()
+    Image.new("RGB", (30, 20), (250, 20, 10)).save(photo, format="PNG")
+    routes = {
+        "/cat.png": ("image/png", photo.getvalue()),
+        "/photo": ("application/octet-stream", photo.getvalue()),  # some servers say nothing useful
+        "/page.html": ("text/html; charset=utf-8", b"<!doctype html><html><body><img src='cat.png'></body></html>"),
+        "/big.png": ("image/png", bytes(3 * 2**20)),
+        "/no-length-big.png": ("image/png", bytes(3 * 2**20)),
+        "/junk.png": ("image/png", b"\x00\x01 this is no picture" * 50),
+    }
+    with serve(routes) as base:
+        yield base
+
+
+def test_an_image_address_is_downloaded_and_decoded(web):
+    image = load_image(f"{web}/cat.png")
+    assert image.size == (30, 20) and pixels(image)[0] == (250, 20, 10)
+    assert load_image(f"{web}/photo").size == (30, 20)  # the bytes decide, not the content type
+    assert download(f"  {web}/cat.png ").startswith(b"\x89PNG")
+
+
+def test_a_web_page_instead_of_an_image_says_copy_image_address(web):
+    error = load_error(f"{web}/page.html")
+    assert "not an image" in str(error) and "text/html" in str(error) and "Copy image address" in str(error)
+
+
+def test_bytes_that_are_no_image_name_the_address(web):
+    assert "not an image PIL can read" in str(load_error(f"{web}/junk.png"))
+
+
+@pytest.mark.parametrize("path", ["/big.png", "/no-length-big.png"], ids=["announced", "streamed"])
+def test_an_oversized_download_stops_at_the_cap(web, path):
+    start = time.monotonic()
+    error = load_error(f"{web}{path}", max_bytes=2**20)
+    assert "too big" in str(error) and "limit is 1 MB" in str(error)
+    assert ("3.0 MB" in str(error)) == (path == "/big.png")
+    assert time.monotonic() - start < 2
+
+
+@pytest.mark.parametrize("path", ["/stall", "/trickle"])
+def test_a_stalled_server_times_out(web, path):
+    start = time.monotonic()
+    error = load_error(f"{web}{path}", timeout=0.8)
+    assert "within 0.8 s" in str(error)
+    assert time.monotonic() - start < 2.5
+
+
+def test_offline_or_unreachable_and_http_errors_say_so(web):
+    with socket.socket() as sock:  # a port that nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    error = load_error(f"http://127.0.0.1:{closed}/cat.png", timeout=2)
+    assert "could not be reached" in str(error) and "offline" in str(error)
+    assert "404" in str(load_error(f"{web}/missing.png"))
+
+
+def test_not_a_url_or_path():
+    with pytest.raises(TypeError, match="path, an http"):
+        load_image(42)
+    with pytest.raises(ImageLoadError, match="not an http"):
+        download("ftp://example.org/cat.png")

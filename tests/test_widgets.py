@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import io
+import sys
+import types
 import warnings
 
 import ipywidgets
@@ -25,7 +27,9 @@ from helpers.explorer import (
     upscale_factor,
     uploaded_files,
 )
+from helpers.images import MAX_DOWNLOAD_BYTES
 from helpers.widgets import FeatureExplorer, feature_explorer
+from tests.local_web import serve
 
 
 def decode(png: bytes) -> np.ndarray:
@@ -155,7 +159,7 @@ def test_page_bounds_last_page_is_partial_and_out_of_range_is_an_error():
     state = ExplorerState(activations())
     full = decode(state.render_page("b", 0, 64))
     last = decode(state.render_page("b", 1, 64))  # channels 64–99: 36 tiles, 5 rows of 8
-    tile_px = 4 * upscale_factor(4, 4)
+    tile_px = 4 * state.page_scale("b")[0]  # sent at half size: the browser doubles it
     assert full.shape == (8 * (tile_px + 2) + 2, 8 * (tile_px + 2) + 2)
     assert last.shape == (5 * (tile_px + 2) + 2, 8 * (tile_px + 2) + 2)
     assert (tile(last, 4, 3, tile_px) > 0).all()  # tile 35 = channel 99 is drawn
@@ -365,6 +369,124 @@ def test_a_preprocess_that_does_not_fit_gives_a_message(recorded):
     assert "Could not run the model on 'odd.png'" in explorer.message_text
 
 
+# -- your own photo: image address, Colab's chooser, empty and oversized uploads ---------------
+
+
+@pytest.fixture
+def web(monkeypatch):
+    monkeypatch.setenv("no_proxy", "*")  # a proxy set on this machine must not see 127.0.0.1
+    routes = {"/red.png": ("image/png", png_bytes()),
+              "/page.html": ("text/html", b"<html><body><img src='red.png'></body></html>")}
+    with serve(routes) as base:
+        yield base
+
+
+def test_an_image_address_runs_the_model_once(recorded, web):
+    model, recorder, calls = recorded
+    explorer = feature_explorer(recorder, preprocess=tiny_preprocess)
+    before = explorer.image.value
+    assert explorer.url in walk(explorer) and explorer.url_button in walk(explorer)
+    explorer.url.value = f"{web}/red.png"
+    explorer.url_button.click()
+    assert len(calls) == 1 and explorer.forward_runs == 1
+    assert "Showing the feature maps of" in explorer.message_text and "24×20" in explorer.message_text
+    assert explorer.image.value != before
+
+
+@pytest.mark.parametrize("address, expected", [("", "Paste an image address"),
+                                               ("/page.html", "Copy image address")])
+def test_a_bad_image_address_says_what_to_do_and_changes_nothing(recorded, web, address, expected):
+    model, recorder, calls = recorded
+    explorer = feature_explorer(recorder, preprocess=tiny_preprocess)
+    before = explorer.image.value
+    explorer.url.value = f"{web}{address}" if address else ""
+    explorer.url_button.click()
+    assert expected in explorer.message_text
+    assert calls == [] and explorer.image.value == before
+
+
+@pytest.fixture
+def colab(monkeypatch):
+    """A stand-in for Colab's ``google.colab.files`` (Colab's API does not exist here); returns its upload log."""
+    chooser = types.SimpleNamespace(result={}, calls=0, error=None)
+
+    def upload():
+        chooser.calls += 1
+        if chooser.error:
+            raise chooser.error
+        return chooser.result
+
+    google, colab_module, files = (types.ModuleType(name) for name in
+                                   ("google", "google.colab", "google.colab.files"))
+    files.upload = upload
+    colab_module.files, google.colab = files, colab_module
+    for name, module in (("google", google), ("google.colab", colab_module), ("google.colab.files", files)):
+        monkeypatch.setitem(sys.modules, name, module)
+    return chooser
+
+
+def test_the_colab_button_uses_colabs_chooser_and_runs_the_model_once(recorded, colab):
+    model, recorder, calls = recorded
+    explorer = feature_explorer(recorder, preprocess=tiny_preprocess)
+    assert explorer.colab_button in walk(explorer)
+    colab.result = {"holiday.png": png_bytes((0, 0, 250), (40, 30))}
+    before = explorer.image.value
+    explorer.colab_button.click()
+    assert colab.calls == 1 and len(calls) == 1
+    assert "'holiday.png' (40×30 pixels)" in explorer.message_text
+    assert explorer.image.value != before
+
+
+@pytest.mark.parametrize("result, error, expected", [
+    ({}, None, "No file was chosen"),
+    ({"x.png": b""}, None, "arrived empty"),
+    ({}, RuntimeError("TypeError: Cannot read properties of undefined"), "did not finish"),
+    ({"notes.txt": b"shopping list"}, None, "not an image"),
+])
+def test_the_colab_button_never_fails_silently(recorded, colab, result, error, expected):
+    model, recorder, calls = recorded
+    explorer = feature_explorer(recorder, preprocess=tiny_preprocess)
+    colab.result, colab.error = result, error
+    explorer.colab_button.click()
+    assert expected in explorer.message_text and calls == []
+
+
+def test_off_colab_there_is_no_colab_button(recorded):
+    model, recorder, calls = recorded
+    assert "google.colab" not in sys.modules
+    explorer = feature_explorer(recorder)
+    assert explorer.colab_button not in walk(explorer) and explorer.upload in walk(explorer)
+    assert explorer.upload_from_colab() is False and "Colab only" in explorer.message_text
+
+
+@pytest.mark.parametrize("shape", [upload_value_v7, upload_value_v8])
+def test_an_empty_upload_names_the_likely_cause_and_the_alternatives(recorded, shape):
+    model, recorder, calls = recorded
+    explorer = feature_explorer(recorder, preprocess=tiny_preprocess)
+    assert explorer.handle_upload(shape("phone.jpg", b"")) is False
+    message = explorer.message_text
+    assert "'phone.jpg'" in message and "arrived empty" in message and "ipywidgets#3452" in message
+    assert "image address" in message and calls == []
+
+
+@pytest.mark.skipif("_counter" not in ipywidgets.FileUpload().trait_names(),
+                    reason="ipywidgets 7 only; tests/test_ipywidgets7.py runs it under 7.7")
+def test_ipywidgets7_counter_without_data_is_reported(recorded):
+    model, recorder, calls = recorded
+    explorer = feature_explorer(recorder, preprocess=tiny_preprocess)
+    explorer.upload._counter = 1  # what Colab's front end syncs when the file itself is lost
+    assert "ipywidgets#3452" in explorer.message_text and calls == []
+
+
+def test_a_too_large_upload_gets_a_clear_message(recorded):
+    model, recorder, calls = recorded
+    explorer = feature_explorer(recorder, preprocess=tiny_preprocess)
+    huge = png_bytes() + bytes(MAX_DOWNLOAD_BYTES)
+    assert explorer.handle_upload(upload_value_v8("scan.png", huge)) is False
+    assert "'scan.png' is too large" in explorer.message_text and "25 MB" in explorer.message_text
+    assert calls == []
+
+
 # -- inputs and widgets -------------------------------------------------------------------------
 
 
@@ -379,7 +501,8 @@ def test_only_core_widgets_common_to_ipywidgets_7_and_8(recorded):
     explorer = feature_explorer(recorder, photo=Image.new("RGB", (8, 8)))
     assert isinstance(explorer, (FeatureExplorer, ipywidgets.VBox))
     kinds = {type(w).__name__ for w in walk(explorer)}
-    assert kinds <= {"FeatureExplorer", "VBox", "HBox", "IntSlider", "HTML", "ToggleButtons", "Image",
+    assert kinds <= {"FeatureExplorer", "VBox", "HBox", "IntSlider", "HTML", "ToggleButtons", "Image", "Text",
+                     "Button", "Output",
                      "FileUpload"}
     assert {"IntSlider", "ToggleButtons", "Image", "FileUpload"} <= kinds
     assert all(w.format == "png" for w in walk(explorer) if isinstance(w, ipywidgets.Image))
