@@ -6,7 +6,7 @@ Nothing here runs a model or needs ipywidgets; ``helpers.widgets`` wires it to c
   scaled once to palette indices (uint8, C×H×W, see ``to_palette_indices``).
   A redraw slices one page out of that cache, lays the tiles out
   (``helpers.viz.tile_pages``) and encodes it: a few ms for the largest
-  ResNet34 page, about a hundred times faster than matplotlib ``imshow`` +
+  ResNet34 page, tens of times faster than matplotlib ``imshow`` +
   ``savefig`` (``benchmarks/bench_explorer.py`` measures both).
 * **Pixels.** Every layer is shown with tiles of about ``tile_px`` screen
   pixels, but the page is sent at half that size (or the map's own size,
