@@ -125,36 +125,39 @@ class TrainingRecorder:
         self._handles: list[RemovableHandle] = []
         self._tensor_handles: list[RemovableHandle] = []
 
-    # -- registration ---------------------------------------------------
-    @property
-    def is_active(self) -> bool:
-        return bool(self._handles)
-
-    def start(self) -> "TrainingRecorder":
-        """Attach the hooks (removing any left by an earlier recorder on this model)."""
-        previous = _active_recorders.get(self.model)
-        if previous is not None:
-            previous.stop()
-        self._handles.append(self.model.register_forward_pre_hook(self._on_model_call))
-        for name, module in self.layers:
-            self._handles.append(module.register_forward_hook(self._make_hook(name)))
-        _active_recorders[self.model] = self
-        return self
-
-    def stop(self) -> None:
-        """Remove every hook this recorder added. Safe to call twice."""
-        for handle in self._handles + self._tensor_handles:
-            handle.remove()
-        self._handles.clear()
-        self._tensor_handles.clear()
-        if _active_recorders.get(self.model) is self:
-            del _active_recorders[self.model]
-
+    # -- registration: the object that registers is the object that removes ----
     def __enter__(self) -> "TrainingRecorder":
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+    @property
+    def is_active(self) -> bool:
+        return bool(self._handles)
+
+    def start(self) -> "TrainingRecorder":
+        """Attach the hooks, after removing those of an earlier recorder of this package on the model."""
+        earlier = _active_recorders.pop(self.model, None)
+        if earlier is not None:
+            earlier.stop()
+        self._handles = [self.model.register_forward_pre_hook(self._on_model_call)] + [
+            module.register_forward_hook(self._make_hook(name)) for name, module in self.layers
+        ]
+        _active_recorders[self.model] = self
+        return self
+
+    def stop(self) -> None:
+        """Remove every hook this recorder added (module hooks and pending tensor hooks). Safe to call twice."""
+        while self._handles:
+            self._handles.pop().remove()
+        self._drop_tensor_hooks()
+        if _active_recorders.get(self.model) is self:
+            _active_recorders.pop(self.model)
+
+    def _drop_tensor_hooks(self) -> None:
+        while self._tensor_handles:
+            self._tensor_handles.pop().remove()
 
     # -- the hooks --------------------------------------------------------
     def _recording(self, module: nn.Module) -> bool:
@@ -163,9 +166,7 @@ class TrainingRecorder:
     def _on_model_call(self, module: nn.Module, args) -> None:
         if self._recording(module):
             self.steps += 1
-            for handle in self._tensor_handles:  # last step's graph is gone; drop its handles
-                handle.remove()
-            self._tensor_handles.clear()
+            self._drop_tensor_hooks()  # the last step's graph is gone; so are its tensors
 
     def _make_hook(self, name: str):
         def hook(module: nn.Module, args, output) -> None:

@@ -134,17 +134,17 @@ def test_modes_are_left_as_found():
 def test_memory_is_flat_and_no_activation_survives_a_step():
     torch.manual_seed(0)
     model = small_cnn()
-    batch = torch.randn(32, 1, 32, 32)
+    batch = torch.randn(8, 1, 32, 32)
     alive = []
     # A watcher of our own keeps weak references only: it sees the same output tensors as the recorder.
     watchers = [getattr(model, b).register_forward_hook(lambda m, a, out: alive.append(weakref.ref(out)))
                 for b in BLOCKS]
     try:
-        with TrainingRecorder(model, names=BLOCKS, bins=40, gradients=True) as rec:
+        with one_thread(), TrainingRecorder(model, names=BLOCKS, bins=40, gradients=True) as rec:
             sizes = []
-            for step in range(1, 121):
+            for step in range(1, 101):
                 model(batch).sum().backward()
-                if step in (20, 120):
+                if step in (10, 100):
                     sizes.append(rec.nbytes)
     finally:
         for handle in watchers:
@@ -152,12 +152,12 @@ def test_memory_is_flat_and_no_activation_survives_a_step():
     gc.collect()
     assert all(ref() is None for ref in alive), "an activation is still referenced after its step"
     per_step = len(BLOCKS) * (len(STATS) + 40) * 8 + len(BLOCKS) * 8  # summaries + one gradient norm per layer
-    assert sizes == [20 * per_step, 120 * per_step]
+    assert sizes == [10 * per_step, 100 * per_step]
     stored = [v for rows in rec._rows.values() for v in rows]
-    assert len(stored) == 120 * len(BLOCKS)
+    assert len(stored) == 100 * len(BLOCKS)
     assert all(isinstance(v, np.ndarray) and v.shape == (len(STATS) + 40,) for v in stored)
     assert not any(isinstance(v, torch.Tensor) for v in vars(rec).values())
-    assert len(rec.stat("grad_norm", "block3")) == 120 and (rec.stat("grad_norm", "block3") > 0).all()
+    assert len(rec.stat("grad_norm", "block3")) == 100 and (rec.stat("grad_norm", "block3") > 0).all()
 
 
 def test_clear_errors():
