@@ -342,9 +342,10 @@ def plot_histograms(runs: TrainingRecorder | Mapping[str, TrainingRecorder]) -> 
             ax = axes[r, c]
             shown = ax.imshow(images[label, layer], origin="lower", aspect="auto", cmap="viridis", norm=norm,
                               extent=(0, max(rec.steps, 1), low, high), interpolation="nearest")
-            ax.set_title(f"{label}: {layer}" if label else layer, fontsize=9)
+            if r == 0:
+                ax.set_title(layer, fontsize=10)
             if c == 0:
-                ax.set_ylabel("activation value")
+                ax.set_ylabel(f"{label}\nactivation value" if label else "activation value", fontsize=9)
             if r == len(runs) - 1:
                 ax.set_xlabel("step")
     fig.colorbar(shown, ax=axes, shrink=0.9, label="log(1 + count)")
