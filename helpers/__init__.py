@@ -11,6 +11,9 @@ The notebooks import from here; each module has one job:
 * ``explorer`` — fast rendering of feature-map pages for the explorer (no widgets)
 * ``diagrams`` — the BasicBlock data-flow diagram, drawn from the block itself
 * ``exercises`` — ``unfinished``, the "not done yet" check of fill-in exercises
+* ``toydata`` — ``gabor_patches``, ``train_and_test``, ``small_cnn``, ``initialize`` (notebook 07's offline data and CNN)
+* ``training`` — ``TrainingRecorder`` (per-step summaries, never the activations), ``fit``, ``accuracy``, ``one_thread``, plots
+* ``sanity`` — ``spearman``, ``gradient_saliency``, ``cascading_randomization``
 * ``widgets`` — ``feature_explorer``, the interactive explorer (imported on demand: it needs ipywidgets)
 """
 
