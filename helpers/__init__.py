@@ -6,14 +6,14 @@ The notebooks import from here; each module has one job:
 * ``models``  — ``load_resnet34`` (pretrained, cached, local file or seeded random), ``pick_device``
 * ``images``  — ``sample_image_path``, ``load_image``, ``preprocess``
 * ``viz``     — ``feature_grid``, ``show_feature_maps``, ``fingerprint`` (a printed summary of a picture)
-* ``attribution`` — ``grad_cam``, ``overlay``, ``top_k``
+* ``attribution`` — ``grad_cam``, ``gradient_saliency``, ``overlay``, ``top_k``
 * ``stats``   — per-layer activation statistics
 * ``explorer`` — fast rendering of feature-map pages for the explorer (no widgets)
 * ``diagrams`` — the BasicBlock data-flow diagram, drawn from the block itself
 * ``exercises`` — ``unfinished``, the "not done yet" check of fill-in exercises
 * ``toydata`` — ``gabor_patches``, ``train_and_test``, ``small_cnn``, ``initialize`` (notebook 07's offline data and CNN)
 * ``training`` — ``TrainingRecorder`` (per-step summaries, never the activations), ``fit``, ``accuracy``, ``one_thread``, plots
-* ``sanity`` — ``spearman``, ``gradient_saliency``, ``cascading_randomization``
+* ``sanity`` — ``spearman``, ``cascading_randomization``
 * ``widgets`` — ``feature_explorer``, the interactive explorer (imported on demand: it needs ipywidgets)
 """
 

@@ -1,4 +1,4 @@
-"""Which parts of the image drive a prediction: Grad-CAM, overlays and top-k classes.
+"""Which parts of the image drive a prediction: Grad-CAM, gradient saliency, overlays and top-k classes.
 
 Grad-CAM (Selvaraju et al., 2017) needs two tensors from one layer, both
 recorded by ``ActivationRecorder(model, names=[layer], gradients=True)``:
@@ -15,6 +15,9 @@ Then, for every sample:
 4. **normalised** to [0, 1] by its own minimum and maximum. A constant map
    (for example all zeros, when the ReLU removes everything) becomes all
    zeros, never NaN.
+
+Gradient saliency (Simonyan et al., 2014) is the simplest map: |∂ score / ∂ pixel|,
+the largest over the colour channels (``gradient_saliency``).
 
 The map explains the network you give it: with random weights it explains
 an untrained network, not "where the cat is".
@@ -40,6 +43,7 @@ __all__ = [
     "cam_weights",
     "grad_cam",
     "grad_cam_for",
+    "gradient_saliency",
     "normalize_map",
     "overlay",
     "top_k",
@@ -149,6 +153,23 @@ def grad_cam_for(
         score=float(score.detach()),
         logits=logits.detach().cpu(),
     )
+
+
+def gradient_saliency(model: nn.Module, image: torch.Tensor, target: int | None = None) -> torch.Tensor:
+    """|∂ logit[target] / ∂ pixel|, max over colour channels: H×W for one image 1×C×H×W.
+
+    ``target=None`` uses the top class. Backpropagates to the input only (the
+    parameters' ``.grad`` are left alone); grad mode and training mode are unchanged.
+    """
+    if image.dim() != 4 or image.shape[0] != 1:
+        raise ValueError(f"gradient_saliency() takes one image, 1×C×H×W; got shape {tuple(image.shape)}.")
+    leaf = image.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(leaf)
+        if target is None:
+            target = int(logits[0].argmax())
+        (grad,) = torch.autograd.grad(logits[0, target], leaf)
+    return grad[0].abs().amax(dim=0)
 
 
 def overlay(

@@ -115,7 +115,8 @@ def download(url: str, timeout: float = URL_TIMEOUT_S, max_bytes: int = MAX_DOWN
     request = urllib.request.Request(url, headers={"User-Agent": "cnn-hooks-lab (image download)",
                                                    "Accept": "image/*"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        # A new opener reads the proxy variables now; urlopen's global one keeps those of its first use.
+        with urllib.request.build_opener().open(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > max_bytes:
                 raise ImageLoadError(_too_big(url, int(length), max_bytes))

@@ -10,11 +10,11 @@ that does not come from the learned weights: the input's edges, or the
 architecture.
 
 * ``spearman(a, b)`` — rank correlation of two maps (any shape, same size).
-* ``gradient_saliency(model, image, target)`` — |∂ score / ∂ pixel|, max over
-  channels (Simonyan et al., 2014), as in notebook 05.
 * ``randomize_(module, seed)`` — re-draw a part of a model in place.
 * ``cascading_randomization(model, names, seed)`` — copies of the model with
   more and more of its parts re-drawn, from the top; the original is untouched.
+
+The maps to compare come from ``helpers.attribution`` (``grad_cam_for``, ``gradient_saliency``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from torch import nn
 
 from .toydata import initialize
 
-__all__ = ["cascading_randomization", "gradient_saliency", "randomize_", "ranks", "spearman"]
+__all__ = ["cascading_randomization", "randomize_", "ranks", "spearman"]
 
 
 def ranks(values) -> np.ndarray:
@@ -48,23 +48,6 @@ def spearman(a, b) -> float:
     ra, rb = ra - ra.mean(), rb - rb.mean()
     spread = np.sqrt((ra**2).sum() * (rb**2).sum())
     return float((ra * rb).sum() / spread) if spread > 0 else float("nan")
-
-
-def gradient_saliency(model: nn.Module, image: torch.Tensor, target: int | None = None) -> torch.Tensor:
-    """|∂ logit[target] / ∂ pixel|, max over colour channels: H×W for one image 1×C×H×W.
-
-    ``target=None`` uses the top class. Backpropagates to the input only (the
-    parameters' ``.grad`` are left alone); grad mode and training mode are unchanged.
-    """
-    if image.dim() != 4 or image.shape[0] != 1:
-        raise ValueError(f"gradient_saliency() takes one image, 1×C×H×W; got shape {tuple(image.shape)}.")
-    leaf = image.detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model(leaf)
-        if target is None:
-            target = int(logits[0].argmax())
-        (grad,) = torch.autograd.grad(logits[0, target], leaf)
-    return grad[0].abs().amax(dim=0)
 
 
 def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:

@@ -27,7 +27,6 @@ import html
 import io
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,6 +40,7 @@ from .explorer import (  # re-exported: the explorer's rendering API
     PAGE_CLASS, PAGE_CSS, ChannelStats, ExplorerState, channel_stats, image_format, is_diverging,
     render_channel, render_page, tile_pages, to_palette_indices, upscale_factor, uploaded_files,
 )
+from .environment import on_colab
 from .hooks import ActivationRecorder
 from .images import MAX_DOWNLOAD_BYTES, ImageLoadError, load_image
 from .images import preprocess as preprocess_image
@@ -79,10 +79,6 @@ EMPTY_UPLOAD = (
     "or shrink the photo below 1 MB."
 )
 
-
-def on_colab() -> bool:
-    """True inside a Google Colab kernel (it imports ``google.colab`` at start)."""
-    return "google.colab" in sys.modules
 
 def _module_names(model: nn.Module, names: Sequence[str]) -> list[str]:
     """The modules to record for activations named like ActivationRecorder names them."""

@@ -22,7 +22,7 @@ from helpers.images import (
     to_displayable,
 )
 
-from tests.local_web import serve
+from tests.local_web import forwarding_proxy, serve
 
 EXIF_ORIENTATION_TAG = 0x0112
 
@@ -375,6 +375,17 @@ def test_offline_or_unreachable_and_http_errors_say_so(web):
     error = load_error(f"http://127.0.0.1:{closed}/cat.png", timeout=2)
     assert "could not be reached" in str(error) and "offline" in str(error)
     assert "404" in str(load_error(f"{web}/missing.png"))
+
+
+def test_an_address_goes_through_the_proxy_set_now_not_at_the_first_download(web, monkeypatch):
+    assert download(f"{web}/cat.png").startswith(b"\x89PNG")  # a first download, without a proxy
+    with forwarding_proxy() as (proxy_url, requested):
+        for variable in ("no_proxy", "NO_PROXY", "HTTP_PROXY"):
+            monkeypatch.delenv(variable, raising=False)
+        monkeypatch.setenv("http_proxy", proxy_url)
+        image = load_image(f"{web}/cat.png")
+    assert requested == [f"{web}/cat.png"]
+    assert image.size == (30, 20) and pixels(image)[0] == (250, 20, 10)
 
 
 def test_not_a_url_or_path():

@@ -7,7 +7,6 @@ import os
 import socket
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from helpers.models import (
     pick_device,
     weights_info,
 )
+from tests import local_web
 
 NOTICE_PREFIX = "NOTICE: pretrained ResNet34 weights unavailable"
 
@@ -418,30 +418,9 @@ def test_download_dropped_half_way_falls_back_and_leaves_nothing(torch_home, dro
 
 @pytest.fixture
 def forwarding_proxy():
-    """A local HTTP proxy that forwards GET requests for absolute URLs; yields (proxy URL, requested URLs)."""
-    requested = []
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    class Proxy(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            requested.append(self.path)
-            with direct.open(self.path, timeout=10) as upstream:
-                body = upstream.read()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", requested
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    """A local HTTP proxy (tests.local_web); yields (proxy URL, requested URLs)."""
+    with local_web.forwarding_proxy() as proxy:
+        yield proxy
 
 
 @pytest.fixture

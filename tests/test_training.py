@@ -15,7 +15,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from helpers.hooks import hooks_on  # noqa: E402
-from helpers.sanity import cascading_randomization, gradient_saliency, ranks, spearman  # noqa: E402
+from helpers.attribution import gradient_saliency
+from helpers.sanity import cascading_randomization, ranks, spearman  # noqa: E402
 from helpers.toydata import CLASSES, gabor_patches, initialize, small_cnn, train_and_test  # noqa: E402
 from helpers.training import (STATS, TrainingRecorder, accuracy, fit, histogram_image,  # noqa: E402
                               one_thread, plot_dead_fraction, plot_histograms, plot_mean_std, summarize)
