@@ -4,7 +4,7 @@
 holds one *Gabor patch* (a striped grating under a round Gaussian window) at a
 random position, with random stripe width, phase and contrast, on Gaussian
 noise. The class is the orientation of the stripes: ``CLASSES`` lists the four
-(horizontal, ``/``, vertical, ``\\``), each jittered by up to ±10°. Position,
+(horizontal, ``/``, vertical, ``\\``, as drawn by ``imshow`` with row 0 at the top), each jittered by up to ±10°. Position,
 width and phase carry no information, so a network must learn orientation
 detectors, and the patch gives an attribution map somewhere to point.
 
@@ -55,7 +55,8 @@ def gabor_patches(n: int, seed: int, noise: float = 0.4) -> Images:
         raise ValueError(f"noise is a standard deviation and cannot be negative, got {noise}.")
     g = torch.Generator().manual_seed(seed)
     labels = (torch.arange(n) % len(CLASSES))[torch.randperm(n, generator=g)]
-    # Stripes of class k run at k·45° from horizontal; the wave travels across them.
+    # Stripes of class k run at k·45° counter-clockwise from horizontal *as displayed* (imshow's row 0 at the
+    # top, so y points down): the stripes run along (cos θ, -sin θ) and the wave travels along its normal.
     angle = labels * (math.pi / 4) + _uniform(n, -1, 1, g) * math.radians(10)
     wavelength = _uniform(n, 4.0, 8.0, g)
     phase = _uniform(n, 0, 2 * math.pi, g)
@@ -66,7 +67,7 @@ def gabor_patches(n: int, seed: int, noise: float = 0.4) -> Images:
     coords = torch.arange(SIZE, dtype=torch.float32)
     y, x = coords.view(1, SIZE, 1), coords.view(1, 1, SIZE)
     dx, dy = x - centre_x.view(-1, 1, 1), y - centre_y.view(-1, 1, 1)
-    across = -dx * torch.sin(angle).view(-1, 1, 1) + dy * torch.cos(angle).view(-1, 1, 1)
+    across = dx * torch.sin(angle).view(-1, 1, 1) + dy * torch.cos(angle).view(-1, 1, 1)
     wave = torch.cos(2 * math.pi * across / wavelength.view(-1, 1, 1) + phase.view(-1, 1, 1))
     window = torch.exp(-(dx**2 + dy**2) / (2 * radius.view(-1, 1, 1) ** 2))
     images = contrast.view(-1, 1, 1) * window * wave + noise * torch.randn(n, SIZE, SIZE, generator=g)

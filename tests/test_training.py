@@ -201,6 +201,27 @@ def test_classes_are_orientations():
     assert energy[0] < 0.6 and energy[2] > 1.6  # horizontal stripes change along y; vertical along x
 
 
+def _change_along(images: torch.Tensor, step_x: int, step_y: int) -> float:
+    """Mean |pixel(y + step_y, x + step_x) - pixel(y, x)| with row 0 at the top, as imshow draws it."""
+    h, w = images.shape[-2:]
+    moved = images[..., max(step_y, 0):h + min(step_y, 0), max(step_x, 0):w + min(step_x, 0)]
+    base = images[..., max(-step_y, 0):h + min(-step_y, 0), max(-step_x, 0):w + min(-step_x, 0)]
+    return float((moved - base).abs().mean())
+
+
+@pytest.mark.parametrize("k, along", [(0, (1, 0)), (1, (1, -1)), (2, (0, 1)), (3, (1, 1))])
+def test_every_class_runs_the_way_its_name_draws_it(k, along):
+    # As displayed (row 0 at the top), a pixel keeps its value along the stripes: "/" runs to the right and up
+    # (x + 1, y - 1), "\\" to the right and down (x + 1, y + 1). Across the stripes it changes most.
+    clean = gabor_patches(400, seed=3, noise=0.0)
+    images = clean.images[clean.labels == k, 0]
+    step_x, step_y = along
+    changes = {d: _change_along(images, *d) for d in [(1, 0), (0, 1), (1, -1), (1, 1)]}
+    assert min(changes, key=changes.get) == (step_x, step_y), (CLASSES[k], changes)
+    assert changes[(step_x, step_y)] < 0.5 * max(changes.values()), (CLASSES[k], changes)
+    assert CLASSES[k] == ("horizontal", "diagonal /", "vertical", "diagonal \\")[k]
+
+
 def test_kaiming_keeps_the_scale_and_small_std_collapses_it():
     x = gabor_patches(256, seed=0).images
     stds = {}
