@@ -74,6 +74,7 @@ def test_the_tutorials_are_there():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=NOTEBOOK_IDS)
 def test_committed_state_is_clean(path):
     notebook = json.loads(path.read_text())
+    assert path.stat().st_size <= 2 * 1024**2, f"{path.name} is {path.stat().st_size / 1024**2:.2f} MB; the limit is 2 MB"
     assert "widgets" not in notebook["metadata"], "strip metadata.widgets before committing"
     counts = [c["execution_count"] for c in notebook["cells"] if c["cell_type"] == "code"]
     assert counts == list(range(1, len(counts) + 1)), "execute top to bottom in a fresh kernel"
@@ -81,6 +82,26 @@ def test_committed_state_is_clean(path):
     # Test machinery stays out of students' sight: nbval cell tags, not comments in the code.
     marked = [i for i, c in enumerate(notebook["cells"]) if "NBVAL_" in "".join(c["source"])]
     assert marked == [], f"cells {marked} show an NBVAL comment; use the nbval-* cell tag instead"
+    shown = [i for i, c in enumerate(notebook["cells"]) if not _folded(c) and "fingerprint" in _visible_text(c).lower()]
+    assert shown == [], f"cells {shown} show a fingerprint; put it in its own folded cell after the figure"
+    for index, cell in enumerate(notebook["cells"]):
+        if "nbval-check" in cell.get("metadata", {}).get("tags", []):  # folded in JupyterLab and on Colab
+            assert _folded(cell) and cell["metadata"].get("cellView") == "form", f"cell {index} is not folded"
+            assert "".join(cell["source"]).startswith("#@title "), f"cell {index}: Colab folds it only with a #@title"
+
+
+def _folded(cell) -> bool:
+    """A cell a student does not see: source and outputs collapsed in JupyterLab, form view on Colab."""
+    jupyter = cell.get("metadata", {}).get("jupyter", {})
+    return bool(jupyter.get("source_hidden") and jupyter.get("outputs_hidden"))
+
+
+def _visible_text(cell) -> str:
+    texts = ["".join(cell["source"])]
+    for output in cell.get("outputs", []):
+        texts.append("".join(output.get("text", "")))
+        texts.extend("".join(v) for k, v in output.get("data", {}).items() if k.startswith("text/"))
+    return "\n".join(texts)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=NOTEBOOK_IDS)
