@@ -6,6 +6,7 @@ from tests.support import isolate_environment
 isolate_environment()
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which may not be installed
 def pytest_xdist_make_scheduler(config, log):
     """Under pytest-xdist, keep each notebook's nbval cells together, in order, on one worker: they share one
     kernel. Every other test is scheduled on its own, so the long notebook tests spread over the workers."""
