@@ -1,5 +1,7 @@
 """Test-session setup shared by the unit tests and nbval's notebook runs."""
 
+import pytest
+
 from tests.support import isolate_environment
 
 # Before any kernel starts: nothing is written to the home folder, nothing is downloaded.
