@@ -277,6 +277,21 @@ def test_redraws_use_the_cache_and_never_run_the_model(recorded):
     assert explorer.message_text == ""
 
 
+def test_every_control_change_redraws_exactly_once():
+    # Moved here from notebook 04, which counted 39 redraws for its 38 control moves (now docs/remote-kernels.md).
+    explorer = feature_explorer(activations(), layer="a", page_size=64)
+    assert explorer.redraws == 1  # the first view
+    for layer in ("b", "c", "b"):
+        explorer.layer_slider.value = explorer.state.index(layer)
+    explorer.page_size_buttons.value = 16
+    for page in range(2, explorer.page_slider.max + 1):
+        explorer.page_slider.value = page
+    explorer.normalize_buttons.value = "layer"
+    explorer.cmap_buttons.value = "gray"
+    assert explorer.page_slider.max == 7  # 100 channels in pages of 16
+    assert explorer.redraws == 1 + 3 + 1 + 6 + 1 + 1
+
+
 def test_going_back_gives_the_same_bytes():
     explorer = feature_explorer(activations())
     first = explorer.image.value
