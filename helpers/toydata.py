@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["CLASSES", "Images", "displayable", "gabor_patches", "initialize", "small_cnn", "train_and_test"]
+__all__ = ["CLASSES", "Images", "PatchParameters", "displayable", "gabor_patches", "initialize", "patch_parameters",
+           "small_cnn", "train_and_test"]
 
 CLASSES = ("horizontal", "diagonal /", "vertical", "diagonal \\")
 SIZE = 32
@@ -47,13 +48,20 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> tor
     return low + (high - low) * torch.rand(n, generator=generator)
 
 
-def gabor_patches(n: int, seed: int, noise: float = 0.4) -> Images:
-    """``n`` images of one oriented Gabor patch on noise; the label is the orientation (see module doc)."""
-    if n < len(CLASSES) or n % len(CLASSES):
-        raise ValueError(f"n must be a positive multiple of {len(CLASSES)} (balanced classes), got {n}.")
-    if noise < 0:
-        raise ValueError(f"noise is a standard deviation and cannot be negative, got {noise}.")
-    g = torch.Generator().manual_seed(seed)
+class PatchParameters(NamedTuple):
+    """What ``gabor_patches`` drew for each image (all tensors of length N; angles in radians)."""
+
+    labels: torch.Tensor
+    angle: torch.Tensor
+    wavelength: torch.Tensor
+    phase: torch.Tensor
+    centre_x: torch.Tensor
+    centre_y: torch.Tensor
+    radius: torch.Tensor     # the σ of the round Gaussian window, in pixels
+    contrast: torch.Tensor
+
+
+def _draw_parameters(n: int, g: torch.Generator) -> PatchParameters:
     labels = (torch.arange(n) % len(CLASSES))[torch.randperm(n, generator=g)]
     # Stripes of class k run at k·45° counter-clockwise from horizontal *as displayed* (imshow's row 0 at the
     # top, so y points down): the stripes run along (cos θ, -sin θ) and the wave travels along its normal.
@@ -63,6 +71,24 @@ def gabor_patches(n: int, seed: int, noise: float = 0.4) -> Images:
     centre_x, centre_y = _uniform(n, 8, SIZE - 8, g), _uniform(n, 8, SIZE - 8, g)
     radius = _uniform(n, 3.5, 6.0, g)
     contrast = _uniform(n, 0.6, 1.2, g)
+    return PatchParameters(labels, angle, wavelength, phase, centre_x, centre_y, radius, contrast)
+
+
+def patch_parameters(n: int, seed: int) -> PatchParameters:
+    """The patch of each image of ``gabor_patches(n, seed)``: where it is, its σ, angle, … (no pixels drawn)."""
+    if n < len(CLASSES) or n % len(CLASSES):
+        raise ValueError(f"n must be a positive multiple of {len(CLASSES)} (balanced classes), got {n}.")
+    return _draw_parameters(n, torch.Generator().manual_seed(seed))
+
+
+def gabor_patches(n: int, seed: int, noise: float = 0.4) -> Images:
+    """``n`` images of one oriented Gabor patch on noise; the label is the orientation (see module doc)."""
+    if n < len(CLASSES) or n % len(CLASSES):
+        raise ValueError(f"n must be a positive multiple of {len(CLASSES)} (balanced classes), got {n}.")
+    if noise < 0:
+        raise ValueError(f"noise is a standard deviation and cannot be negative, got {noise}.")
+    g = torch.Generator().manual_seed(seed)
+    labels, angle, wavelength, phase, centre_x, centre_y, radius, contrast = _draw_parameters(n, g)
 
     coords = torch.arange(SIZE, dtype=torch.float32)
     y, x = coords.view(1, SIZE, 1), coords.view(1, 1, SIZE)

@@ -31,7 +31,7 @@ Below the recorder: a small training loop (``fit``), ``accuracy``,
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -234,10 +234,11 @@ def one_thread() -> Iterator[None]:
 
 
 def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int, lr: float = 0.05,
-        batch_size: int = 64, seed: int = 0) -> list[float]:
+        batch_size: int = 64, seed: int = 0, after_step: Callable[[int], None] | None = None) -> list[float]:
     """Train with SGD (momentum 0.9) on random mini-batches; return the loss of every step.
 
-    The batches come from a generator seeded with ``seed``. The model is put in
+    The batches come from a generator seeded with ``seed``. ``after_step(step)``, if given, is called
+    after each optimizer step (step 0, 1, …), e.g. to measure how much the weights moved. The model is put in
     training mode and left in the mode it was found in; grad mode is enabled inside.
     """
     if len(images) != len(labels):
@@ -256,6 +257,8 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int
                 loss.backward()
                 optimizer.step()
                 losses.append(float(loss.detach()))
+                if after_step is not None:
+                    after_step(len(losses) - 1)
     finally:
         model.train(was_training)
     return losses

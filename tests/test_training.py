@@ -15,9 +15,11 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from helpers.hooks import hooks_on  # noqa: E402
-from helpers.attribution import gradient_saliency
-from helpers.sanity import cascading_randomization, ranks, spearman  # noqa: E402
-from helpers.toydata import CLASSES, gabor_patches, initialize, small_cnn, train_and_test  # noqa: E402
+from helpers.attribution import grad_cam_for, gradient_saliency
+from helpers.sanity import (attribution_maps, cascading_randomization, rank_rows, ranks, spearman,  # noqa: E402
+                            spearman_rows)
+from helpers.toydata import (CLASSES, gabor_patches, initialize, patch_parameters, small_cnn,  # noqa: E402
+                             train_and_test)
 from helpers.training import (STATS, TrainingRecorder, accuracy, fit, histogram_image,  # noqa: E402
                               one_thread, plot_dead_fraction, plot_histograms, plot_mean_std, summarize)
 
@@ -329,3 +331,76 @@ def test_gradient_saliency_is_the_input_gradient():
     got = gradient_saliency(model, x, target=2)
     torch.testing.assert_close(got, expected)
     assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+
+
+# -- additions for notebook 07: patch geometry, batched maps, row-wise Spearman, a step callback ----------
+
+def test_patch_parameters_are_what_gabor_patches_drew():
+    n, seed = 64, 3
+    params, drawn = patch_parameters(n, seed), gabor_patches(n, seed)
+    assert torch.equal(params.labels, drawn.labels)
+    # Without noise every image is contrast · window · stripes: its largest |value| lies within half a
+    # wavelength (plus a pixel) of the centre that patch_parameters reports, and never beyond the window.
+    clean = gabor_patches(n, seed, noise=0.0).images[:, 0]
+    where = clean.abs().flatten(1).argmax(dim=1)
+    row, col = (where // 32).float(), (where % 32).float()
+    distance = torch.sqrt((row - params.centre_y) ** 2 + (col - params.centre_x) ** 2)
+    assert (distance <= params.wavelength / 2 + 1).all()
+    peak = clean.abs().flatten(1).amax(dim=1)
+    assert (peak <= params.contrast + 1e-6).all() and (params.radius >= 3.5).all() and (params.radius <= 6).all()
+    with pytest.raises(ValueError, match="multiple of 4"):
+        patch_parameters(6, 0)
+
+
+def test_rank_rows_and_spearman_rows_agree_with_the_one_map_versions():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 4, size=(20, 30)).astype(float)   # many ties
+    b = rng.normal(size=(20, 30))
+    b[5] = 2.0                                              # a constant map: NaN
+    expected_ranks = np.stack([ranks(row) for row in a])
+    np.testing.assert_allclose(rank_rows(a), expected_ranks)
+    np.testing.assert_array_equal(rank_rows([[10, 20, 20, 5]]), [[2, 3.5, 3.5, 1]])
+    got = spearman_rows(a, b)
+    np.testing.assert_allclose(got, [spearman(x, y) for x, y in zip(a, b)], equal_nan=True)
+    assert np.isnan(got[5]) and np.isfinite(np.delete(got, 5)).all()
+    maps = torch.rand(3, 8, 8)
+    np.testing.assert_allclose(spearman_rows(maps, maps), 1.0)
+    np.testing.assert_allclose(spearman_rows(maps, -maps), -1.0)
+    with pytest.raises(ValueError, match="same number of maps"):
+        spearman_rows(np.zeros((2, 4)), np.zeros((3, 4)))
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_attribution_maps_equal_the_one_image_helpers_and_leave_the_model_as_found(batchnorm):
+    model = initialize(small_cnn(batchnorm=batchnorm), "kaiming", seed=0)
+    with torch.no_grad():  # non-trivial running statistics, so that eval and train mode differ
+        model(gabor_patches(64, seed=5).images)
+    model.train()
+    data = gabor_patches(8, seed=2)
+    targets = torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])
+    cams, raw, sals = attribution_maps(model, data.images, targets, layer="block4")
+    assert model.training and hooks_on(model) == [] and torch.is_grad_enabled()
+    assert all(p.grad is None for p in model.parameters())
+    model.eval()
+    for i in range(8):
+        one = grad_cam_for(model, data.images[i:i + 1], layer="block4", target=int(targets[i]))
+        torch.testing.assert_close(cams[i], one.cam, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(raw[i], one.raw, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(sals[i], gradient_saliency(model, data.images[i:i + 1], int(targets[i])),
+                                   atol=1e-7, rtol=1e-5)
+    with pytest.raises(KeyError, match="block9"):
+        attribution_maps(model, data.images, targets, layer="block9")
+    with pytest.raises(ValueError, match="N targets"):
+        attribution_maps(model, data.images, targets[:3], layer="block4")
+
+
+def test_fit_calls_after_step_once_per_step_without_changing_training():
+    data = gabor_patches(64, seed=0)
+    plain, watched = (initialize(small_cnn(), "kaiming", seed=0) for _ in range(2))
+    seen = []
+    with one_thread():
+        expected = fit(plain, data.images, data.labels, steps=4, batch_size=16)
+        got = fit(watched, data.images, data.labels, steps=4, batch_size=16,
+                  after_step=lambda step: seen.append((step, watched.fc.weight.detach().clone())))
+    assert got == expected and [step for step, _ in seen] == [0, 1, 2, 3]
+    assert torch.equal(seen[-1][1], watched.fc.weight) and not torch.equal(seen[0][1], seen[1][1])
