@@ -10,10 +10,11 @@ logit). A forward hook reads the output; nothing else in the model changes
 
 Two regularisers, both on by default:
 
-* **L2 penalty** on the pixels (``l2``). In a ReLU network the activation
-  grows about in proportion to the input's scale, so without a penalty the
-  optimum is "the same picture, brighter, forever"; the penalty fixes the
-  scale, and the picture is what is left to choose.
+* **L2 penalty** on the pixels (``l2`` × the sum of squared pixels). In a
+  ReLU network the activation grows about in proportion to the input's
+  scale, so without a penalty the optimum is "the same picture, brighter,
+  forever"; the penalty fixes the scale, and the picture is what is left to
+  choose.
 * **Jitter** (``jitter``): each step shifts the image by a random whole
   number of pixels (circularly) before the forward pass, so the picture must
   excite the unit at neighbouring positions too and cannot exploit one
@@ -38,8 +39,8 @@ __all__ = ["dominant_orientation", "nearest_class", "visualize"]
 
 
 def visualize(model: nn.Module, layer: str, unit: int, shape: tuple[int, ...] = (1, 1, 32, 32), steps: int = 60,
-              lr: float = 0.05, l2: float = 1e-2, jitter: int = 2, seed: int = 0) -> torch.Tensor:
-    """The input (of ``shape``, batch 1) that maximises ``unit`` of ``layer`` minus ``l2``·mean(x²), by Adam."""
+              lr: float = 0.05, l2: float = 0.05, jitter: int = 2, seed: int = 0) -> torch.Tensor:
+    """The input (of ``shape``, batch 1) that maximises ``unit`` of ``layer`` minus ``l2``·Σx², by Adam."""
     if steps < 1 or lr <= 0 or l2 < 0 or jitter < 0:
         raise ValueError(f"need steps ≥ 1, lr > 0, l2 ≥ 0 and jitter ≥ 0; got {steps}, {lr}, {l2}, {jitter}.")
     module = find_module(model, layer)
@@ -61,7 +62,7 @@ def visualize(model: nn.Module, layer: str, unit: int, shape: tuple[int, ...] = 
                 if unit >= output.shape[1] or unit < 0:
                     raise IndexError(f"{layer!r} has {output.shape[1]} channels; there is no unit {unit}.")
                 activation = output[0, unit].mean()
-                loss = -(activation - l2 * image.square().mean())
+                loss = -(activation - l2 * image.square().sum())
                 (grad,) = torch.autograd.grad(loss, image)
                 image.grad = grad
                 optimizer.step()
