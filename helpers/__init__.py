@@ -11,9 +11,12 @@ The notebooks import from here; each module has one job:
 * ``explorer`` — fast rendering of feature-map pages for the explorer (no widgets)
 * ``diagrams`` — the BasicBlock data-flow diagram, drawn from the block itself
 * ``exercises`` — ``unfinished``, the "not done yet" check of fill-in exercises
-* ``toydata`` — ``gabor_patches``, ``train_and_test``, ``small_cnn``, ``initialize`` (notebook 07's offline data and CNN)
+* ``toydata`` — ``gabor_patches``, ``gabor``, ``train_and_test``, ``small_cnn``, ``initialize`` (notebook 07's offline data and CNN)
 * ``training`` — ``TrainingRecorder`` (per-step summaries, never the activations), ``fit``, ``accuracy``, ``one_thread``, plots
 * ``sanity`` — ``spearman``, ``cascading_randomization``
+* ``interventions`` — ``ablate``, ``patch`` (hooks that change a module's output), ``mean_activation``
+* ``topk`` — ``StreamingTopK`` (each channel's top examples in bounded memory), ``channel_peaks``, ``receptive_field``
+* ``featurevis`` — ``visualize`` (optimise an input through a hook), ``dominant_orientation``
 * ``widgets`` — ``feature_explorer``, the interactive explorer (imported on demand: it needs ipywidgets)
 """
 

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["CLASSES", "Images", "PatchParameters", "displayable", "gabor_patches", "initialize", "patch_parameters",
-           "small_cnn", "train_and_test"]
+__all__ = ["CLASSES", "Images", "PatchParameters", "displayable", "gabor", "gabor_patches", "initialize",
+           "patch_parameters", "small_cnn", "train_and_test"]
 
 CLASSES = ("horizontal", "diagonal /", "vertical", "diagonal \\")
 SIZE = 32
@@ -90,14 +90,22 @@ def gabor_patches(n: int, seed: int, noise: float = 0.4) -> Images:
     g = torch.Generator().manual_seed(seed)
     labels, angle, wavelength, phase, centre_x, centre_y, radius, contrast = _draw_parameters(n, g)
 
+    patches = gabor(angle, wavelength, phase, centre_x, centre_y, radius, contrast)
+    images = patches + noise * torch.randn(n, SIZE, SIZE, generator=g)
+    return Images(images.unsqueeze(1).float(), labels)
+
+
+def gabor(angle: torch.Tensor, wavelength: torch.Tensor, phase: torch.Tensor, centre_x: torch.Tensor,
+          centre_y: torch.Tensor, radius: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
+    """Noise-free Gabor patches, N×32×32, from N values of each parameter (angle in radians, as drawn by
+    ``imshow``: counter-clockwise from horizontal; lengths in pixels). ``gabor_patches`` draws these at random."""
     coords = torch.arange(SIZE, dtype=torch.float32)
     y, x = coords.view(1, SIZE, 1), coords.view(1, 1, SIZE)
     dx, dy = x - centre_x.view(-1, 1, 1), y - centre_y.view(-1, 1, 1)
     across = dx * torch.sin(angle).view(-1, 1, 1) + dy * torch.cos(angle).view(-1, 1, 1)
     wave = torch.cos(2 * math.pi * across / wavelength.view(-1, 1, 1) + phase.view(-1, 1, 1))
     window = torch.exp(-(dx**2 + dy**2) / (2 * radius.view(-1, 1, 1) ** 2))
-    images = contrast.view(-1, 1, 1) * window * wave + noise * torch.randn(n, SIZE, SIZE, generator=g)
-    return Images(images.unsqueeze(1).float(), labels)
+    return contrast.view(-1, 1, 1) * window * wave
 
 
 def train_and_test(n_train: int = 2048, n_test: int = 512, seed: int = 0) -> tuple[Images, Images]:
