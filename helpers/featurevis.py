@@ -1,6 +1,6 @@
 """Feature visualisation: optimise an input to excite one unit, read through a forward hook.
 
-``visualize(model, layer, unit)`` starts from faint noise and follows the
+``visualize(model, layer, unit)`` starts from noise (``init_std``) and follows the
 gradient of the unit's activation with respect to the **input** (Olah et al.,
 2017, "Feature Visualization"). The unit is channel ``unit`` of ``layer``'s
 output, averaged over positions (for an N×C output such as ``fc``: that
@@ -14,12 +14,20 @@ Two regularisers, both on by default:
   ReLU network the activation grows about in proportion to the input's
   scale, so without a penalty the optimum is "the same picture, brighter,
   forever"; the penalty fixes the scale, and the picture is what is left to
-  choose.
+  choose. Its size must match the unit's: the objective trades the unit's
+  gain against ``l2``, so a unit ten times smaller (a channel mean against
+  a logit) needs an ``l2`` about ten times smaller, or the penalty wins and
+  the picture stays near its starting noise.
 * **Jitter** (``jitter``): each step shifts the image by a random whole
   number of pixels (circularly) before the forward pass, so the picture must
   excite the unit at neighbouring positions too and cannot exploit one
   alignment with the stride-2 grid (the checkerboard-like high-frequency
   patterns of unregularised optimisation).
+
+**The start.** A unit that is exactly 0 on the starting image (a ReLU channel
+whose input stays below threshold on faint noise) has gradient 0 there and
+never moves; ``visualize`` warns (``RuntimeWarning``) and a larger
+``init_std`` (e.g. the data's noise level) gives it a start.
 
 ``dominant_orientation(image)`` reads the orientation of stripes from the
 image's power spectrum, in the convention of ``helpers.toydata`` (degrees
@@ -29,6 +37,7 @@ counter-clockwise from horizontal as drawn by ``imshow``, in [0, 180)).
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -39,20 +48,26 @@ __all__ = ["dominant_orientation", "nearest_class", "visualize"]
 
 
 def visualize(model: nn.Module, layer: str, unit: int, shape: tuple[int, ...] = (1, 1, 32, 32), steps: int = 60,
-              lr: float = 0.05, l2: float = 0.05, jitter: int = 2, seed: int = 0) -> torch.Tensor:
-    """The input (of ``shape``, batch 1) that maximises ``unit`` of ``layer`` minus ``l2``·Σx², by Adam."""
-    if steps < 1 or lr <= 0 or l2 < 0 or jitter < 0:
-        raise ValueError(f"need steps ≥ 1, lr > 0, l2 ≥ 0 and jitter ≥ 0; got {steps}, {lr}, {l2}, {jitter}.")
+              lr: float = 0.05, l2: float = 0.05, jitter: int = 2, seed: int = 0,
+              init_std: float = 0.01) -> torch.Tensor:
+    """The input (of ``shape``, batch 1) that maximises ``unit`` of ``layer`` minus ``l2``·Σx², by Adam.
+
+    It starts from ``init_std`` × standard normal noise (seeded by ``seed``); warns if the unit's gradient
+    is 0 on that start (the picture would not move: give a larger ``init_std``).
+    """
+    if steps < 1 or lr <= 0 or l2 < 0 or jitter < 0 or init_std < 0:
+        raise ValueError(f"need steps ≥ 1, lr > 0, l2 ≥ 0, jitter ≥ 0 and init_std ≥ 0; "
+                         f"got {steps}, {lr}, {l2}, {jitter}, {init_std}.")
     module = find_module(model, layer)
     generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
-    image = (0.01 * torch.randn(shape, generator=generator)).to(device).requires_grad_(True)
+    image = (init_std * torch.randn(shape, generator=generator)).to(device).requires_grad_(True)
     optimizer = torch.optim.Adam([image], lr=lr)
     seen: list[torch.Tensor] = []
     handle = module.register_forward_hook(lambda m, args, output: seen.append(output))
     try:
         with torch.enable_grad():
-            for _ in range(steps):
+            for step in range(steps):
                 dy, dx = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=generator))
                 seen.clear()
                 model(torch.roll(image, shifts=(dy, dx), dims=(-2, -1)))
@@ -62,9 +77,13 @@ def visualize(model: nn.Module, layer: str, unit: int, shape: tuple[int, ...] = 
                 if unit >= output.shape[1] or unit < 0:
                     raise IndexError(f"{layer!r} has {output.shape[1]} channels; there is no unit {unit}.")
                 activation = output[0, unit].mean()
-                loss = -(activation - l2 * image.square().sum())
-                (grad,) = torch.autograd.grad(loss, image)
-                image.grad = grad
+                (gain,) = torch.autograd.grad(activation, image, allow_unused=True)
+                if step == 0 and (gain is None or not bool(gain.any())):
+                    warnings.warn(f"unit {unit} of {layer!r} has gradient 0 on the starting image (init_std="
+                                  f"{init_std}): the picture will not move towards it. Start from larger noise, "
+                                  "e.g. init_std at the data's noise level.", RuntimeWarning, stacklevel=2)
+                gain = torch.zeros_like(image) if gain is None else gain
+                image.grad = -gain + 2 * l2 * image.detach()  # the gradient of -(activation - l2·Σx²)
                 optimizer.step()
     finally:
         handle.remove()

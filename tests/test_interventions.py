@@ -2,6 +2,7 @@
 visualisation (helpers.featurevis): values known by construction."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -334,3 +335,46 @@ def test_visualize_is_seeded_touches_no_parameter_and_leaves_no_hook():
     with pytest.raises(IndexError, match="3 channels"):
         visualize(model, "2", 3, shape=(1, 1, 6, 6), steps=1)
     assert hooks_on(model) == []
+
+
+def test_visualize_starts_from_init_std_times_seeded_noise():
+    # Adam's first step moves every pixel by at most lr, so after one step the picture is the start ± lr.
+    model = chain()
+    for init_std in (0.0, 0.5, 2.0):
+        picture = visualize(model, "2", 0, shape=(1, 1, 6, 6), steps=1, lr=1e-4, init_std=init_std, seed=3)
+        start = init_std * torch.randn(1, 1, 6, 6, generator=torch.Generator().manual_seed(3))
+        assert (picture - start).abs().max() <= 1e-4 + 1e-6  # + float32 rounding at |x| ≈ 2
+    with pytest.raises(ValueError, match="init_std"):
+        visualize(model, "2", 0, shape=(1, 1, 6, 6), steps=1, init_std=-1.0)
+
+
+def threshold_unit() -> nn.Sequential:
+    """One unit, relu(x - 1) averaged over positions: exactly 0 (gradient 0) while every pixel is below 1."""
+    conv = nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.fill_(-1.0)
+    return nn.Sequential(conv, nn.ReLU()).eval()
+
+
+def test_a_unit_that_is_zero_on_the_start_warns_and_a_larger_start_moves_it():
+    model = threshold_unit()
+    with pytest.warns(RuntimeWarning, match="gradient 0 on the starting image"):
+        stuck = visualize(model, "1", 0, shape=(1, 1, 6, 6), steps=20, l2=0.0, jitter=0, init_std=0.01)
+    start = 0.01 * torch.randn(1, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(stuck, start)  # gradient 0 and no penalty: Adam never moves it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        moved = visualize(model, "1", 0, shape=(1, 1, 6, 6), steps=20, l2=0.0, jitter=0, init_std=2.0)
+    with torch.no_grad():
+        assert float(model(moved).mean()) > float(model(2.0 * start / 0.01).mean())
+
+
+def test_the_l2_penalty_sets_the_brightness_of_a_linear_unit():
+    # For a linear unit a·x̄ the optimum of mean(a·x) - l2·Σx² is x = a / (2·l2·n) in every pixel (n pixels).
+    model = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False)).eval()
+    with torch.no_grad():
+        model[0].weight.fill_(3.0)
+    for l2 in (0.05, 0.5):
+        picture = visualize(model, "0", 0, shape=(1, 1, 4, 4), steps=600, lr=0.02, l2=l2, jitter=0, init_std=0.0)
+        assert torch.allclose(picture, torch.full_like(picture, 3.0 / (2 * l2 * 16)), atol=0.02)
