@@ -1,8 +1,9 @@
 """What torch.compile does with hooks on the installed PyTorch, as notebook 09 states it.
 
 These tests pin behaviour that PyTorch may change in an upgrade (hooks registered after the first
-compiled call, graph breaks of printing hooks). When one fails, the behaviour changed: update
-notebook 09's text and this file together. Dynamo only (a counting backend, or backend="eager"),
+compiled call, on a submodule and on the compiled module itself; graph breaks of printing hooks and
+what the default logs say about them). When one fails, the behaviour changed: update notebook 09's
+text and this file together. Dynamo only (a counting backend, backend="eager" or "aot_eager"),
 so each test takes about a second.
 """
 
@@ -10,11 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from helpers import ActivationRecorder
 
 
 class TinyNet(nn.Module):
@@ -68,8 +72,19 @@ def _net() -> TinyNet:
 def _breaks(hook, x) -> int:
     net = _net()
     net.conv2.register_forward_hook(hook)
-    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         return torch._dynamo.explain(net)(x).graph_break_count
+
+
+def _default_log(hook, x) -> str:
+    """What PyTorch's default logging prints (torch's log handlers write to the current sys.stderr)."""
+    net = _net()
+    net.conv2.register_forward_hook(hook)
+    torch._logging.set_logs()
+    caught = io.StringIO()
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(caught):
+        torch.compile(net, backend="eager")(x)
+    return caught.getvalue()
 
 
 def test_a_hook_registered_before_compiling_fires_and_edits_the_output_as_in_eager_mode(x):
@@ -132,3 +147,92 @@ def test_a_hook_appending_to_a_list_recompiles_until_the_recompile_limit(x):
             compiled(x)
     assert len(calls) == 12
     assert counter.graphs == torch._dynamo.config.recompile_limit == 8
+
+
+def test_late_hooks_on_the_compiled_module_itself_fire_without_recompiling_its_forward(x):
+    """Notebook 09, section 2.2: OptimizedModule calls the module's __call__ outside the traced forward."""
+    net, counter, seen = _net(), GraphCounter(), []
+    compiled = torch.compile(net, backend=counter)
+    with torch.no_grad():
+        compiled(x)
+        net.register_forward_pre_hook(lambda m, args: seen.append("pre"))
+        net.register_forward_hook(lambda m, args, out: seen.append("forward"))
+        net.conv2.register_forward_pre_hook(lambda m, args: seen.append("conv2 pre"))  # a submodule: skipped
+        compiled(x)
+    assert seen == ["pre", "forward"]
+    assert counter.graphs == 1, "the hooks do no tensor work: no graph of their own, and forward was not recompiled"
+
+
+def test_a_late_full_backward_hook_on_the_compiled_module_itself_fires(x):
+    net, seen = _net(), []
+    compiled = torch.compile(net, backend="eager")
+    compiled(x).sum().backward()
+    with pytest.warns(UserWarning, match="no inputs require gradients"):  # x does not require grad
+        net.register_full_backward_hook(lambda m, gin, gout: seen.append(gout[0].shape))
+        compiled(x).sum().backward()
+    assert seen == [torch.Size([2, 4])]
+
+
+def test_with_hook_guards_on_a_late_submodule_hook_recompiles_and_fires(x):
+    net, counter, seen = _net(), GraphCounter(), []
+    with torch._dynamo.config.patch(skip_nnmodule_hook_guards=False), torch.no_grad():
+        compiled = torch.compile(net, backend=counter)
+        compiled(x)
+        net.conv2.register_forward_hook(lambda m, a, out: seen.append("late"))
+        compiled(x)
+    assert seen == ["late"] and counter.graphs == 2
+
+
+def test_item_breaks_the_graph_only_by_default(x):
+    means = {}
+
+    def hook(m, a, out):
+        means["conv2"] = out.mean().item()
+
+    assert _breaks(hook, x) > 0
+    with torch._dynamo.config.patch(capture_scalar_outputs=True):
+        assert _breaks(hook, x) == 0
+
+
+def test_default_logging_warns_about_the_item_break_only(x):
+    """Notebook 09, section 2.4: print and data-dependent `if` split the graph without a log line by default."""
+    assert logging.getLogger("torch").level == logging.WARNING
+    assert _default_log(lambda m, a, out: print("conv2:", tuple(out.shape)), x) == ""
+    assert _default_log(lambda m, a, out: 2 * out if out.mean() > 0 else None, x) == ""
+    torch.compiler.reset()
+    torch._dynamo.variables.tensor.TensorVariable._warn_capture_scalar_outputs.cache_clear()  # it warns once per process
+    means = {}
+    assert "Graph break from `Tensor.item()`" in _default_log(lambda m, a, out: means.update(conv2=out.mean().item()), x)
+
+
+def test_activation_recorder_compiles_once_on_the_module_and_twice_inside_a_wrapper(x):
+    """Notebook 09, section 2.3: its clearing pre-hook is traced only when the compiled code calls the model."""
+    graphs = {}
+    for case, wrap in [("module", lambda m: m), ("wrapper", lambda m: (lambda t: m(t)))]:
+        torch.compiler.reset()
+        net, counter = _net(), GraphCounter()
+        with ActivationRecorder(net) as rec, torch.no_grad():
+            run = torch.compile(wrap(net), backend=counter)
+            for _ in range(5):
+                run(x)
+            assert rec.names == ["conv1", "conv2"]
+        graphs[case] = counter.graphs
+    assert graphs == {"module": 1, "wrapper": 2}
+
+
+def test_backward_hooks_under_aot_eager_fire_as_under_eager(x):
+    """Notebook 09, section 2.5: "not captured" by AOTAutograd does not mean "not run"."""
+    eager, want = _net(), []
+    eager.conv2.register_full_backward_hook(lambda m, gin, gout: want.append(gout[0].clone()))
+    eager(x).sum().backward()
+    net, got = _net(), []
+    net.conv2.register_full_backward_hook(lambda m, gin, gout: got.append(gout[0].clone()))
+    torch.compile(net, backend="aot_eager")(x).sum().backward()
+    assert len(got) == 1 and torch.allclose(got[0], want[0])
+    torch.compiler.reset()
+    late_net, late = _net(), []
+    compiled = torch.compile(late_net, backend="aot_eager")
+    compiled(x).sum().backward()
+    late_net.conv2.register_full_backward_hook(lambda m, gin, gout: late.append(1))
+    compiled(x).sum().backward()
+    assert late == []
