@@ -68,7 +68,7 @@ PAGE_SIZES = (16, 32, 64)
 NORMALIZE_OPTIONS = (("per channel", "channel"), ("per layer", "layer"))
 # (label shown on the button, matplotlib colormap name)
 COLORMAPS = (("viridis", "viridis"), ("gray", "gray"), ("diverging", "RdBu_r"))
-COLORMAP_TOOLTIPS = {"viridis": "dark blue = low, yellow = high", "gray": "black = low, white = high",
+COLORMAP_TOOLTIPS = {"viridis": "dark violet = low, yellow = high", "gray": "black = low, white = high",
                      "RdBu_r": "centred at 0: white = 0, red > 0, blue < 0"}
 # Jupyter's server drops WebSocket messages over 10 MiB (tornado's default): larger uploads never arrive.
 UPLOAD_LIMIT_TEXT = "up to about 8 MB"

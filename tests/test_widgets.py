@@ -528,6 +528,18 @@ def test_only_core_widgets_common_to_ipywidgets_7_and_8(recorded):
     assert [v for _, v in explorer.cmap_buttons.options] == ["viridis", "gray", "RdBu_r"]
 
 
+
+def test_colormap_tooltips_name_the_colours_matplotlib_draws():
+    import matplotlib
+
+    explorer = feature_explorer(activations())
+    tooltips = dict(zip([v for _, v in explorer.cmap_buttons.options], explorer.cmap_buttons.tooltips))
+    assert tooltips["viridis"] == "dark violet = low, yellow = high"
+    low, high = matplotlib.colormaps["viridis"](0.0), matplotlib.colormaps["viridis"](1.0)
+    assert low[2] > low[0] > 0.2 > low[1]           # #440154: blue and red, no green -> violet, not blue
+    assert high[0] > 0.9 and high[1] > 0.85 and high[2] < 0.2   # #fde725: yellow
+    assert tooltips["gray"] == "black = low, white = high"
+
 def test_inputs_are_checked():
     with pytest.raises(ValueError, match="'two': .*batch of 2"):
         ExplorerState({"two": torch.zeros(2, 3, 4, 4)})
