@@ -1,0 +1,333 @@
+"""Values known by construction where the suite was blind (issue 19; docs/mutation-testing.md).
+
+Each test pins what a student sees with inputs that hide nothing: non-square images,
+several colour channels, batch sizes that differ from the channel count, all-zero
+channels, figure properties beyond the image array, the last branch of the page
+encoder, cleanup when a forward pass raises, and the training helpers' seeds.
+Tiny models only: the whole file runs in a few seconds.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch import nn  # noqa: E402
+
+from helpers.attribution import grad_cam_for  # noqa: E402
+from helpers.explorer import (LOSSLESS_PREMIUM, encode_jpeg, encode_page, encode_palette_png,  # noqa: E402
+                              estimated_png_bytes, image_format)
+from helpers.hooks import ActivationRecorder, firing_trace, hooks_on  # noqa: E402
+from helpers.images import load_image, to_displayable  # noqa: E402
+from helpers.sanity import randomize_  # noqa: E402
+from helpers.stats import depth_statistics, plot_depth_statistics, tensor_stats  # noqa: E402
+from helpers.toydata import displayable, initialize, small_cnn  # noqa: E402
+from helpers.training import TrainingRecorder, fit, plot_histograms, summarize  # noqa: E402
+from helpers.viz import feature_grid, show_feature_maps, to_uint8  # noqa: E402
+from tests.test_training import recorded  # noqa: E402  (a recorder of known outputs, one per step)
+
+
+class Boom(nn.Module):
+    """Raises in its forward pass: the hooks registered before it must still be removed."""
+
+    def forward(self, x):
+        raise RuntimeError("boom")
+
+
+def failing_net() -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), Boom())
+
+
+# -- cleanup on error, in every helper that registers hooks ------------------------------
+
+def test_every_hook_registering_helper_removes_its_hooks_when_forward_raises():
+    model, x = failing_net(), torch.zeros(1, 1, 4, 5)
+    with pytest.raises(RuntimeError, match="boom"):
+        firing_trace(model, x)
+    assert hooks_on(model) == []
+    with pytest.raises(RuntimeError, match="boom"):
+        depth_statistics(model, x)
+    assert hooks_on(model) == []
+    with pytest.raises(RuntimeError, match="boom"):
+        grad_cam_for(model, x, layer="0")
+    assert hooks_on(model) == []
+    with pytest.raises(RuntimeError, match="boom"):
+        with TrainingRecorder(model, names=["0", "1"]):
+            fit(model, x, torch.zeros(1, dtype=torch.long), steps=1, batch_size=1)
+    assert hooks_on(model) == [] and model.training
+    with pytest.raises(RuntimeError, match="boom"):
+        with ActivationRecorder(model, gradients=True):
+            model(x.requires_grad_(True))
+    assert hooks_on(model) == []
+
+
+def test_firing_trace_on_a_non_square_input_records_shapes_and_repeated_calls():
+    relu = nn.ReLU()
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), relu, nn.Conv2d(2, 2, 1), relu)
+    events = firing_trace(model, torch.zeros(1, 1, 3, 7))
+    assert [(e.order, e.name, e.call) for e in events] == [(0, "0", 1), (1, "1", 1), (2, "2", 1), (3, "1", 2)]
+    assert events[0].input_shapes == ((1, 1, 3, 7),) and events[0].output_shape == (1, 2, 3, 7)
+    assert [e.name for e in firing_trace(model, torch.zeros(1, 1, 3, 7), names=["2"])] == ["2"]
+    assert hooks_on(model) == []
+
+
+# -- non-square images, several channels ------------------------------------------------
+
+def test_grad_cam_for_a_non_square_image_has_the_image_size():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    result = grad_cam_for(model, torch.randn(1, 3, 5, 9), layer="1", target=2)
+    assert result.cam.shape == (5, 9) and result.raw.shape == (5, 9) and result.weights.shape == (4,)
+    assert result.target == 2 and result.logits.shape == (1, 3)
+    assert float(result.cam.max()) == pytest.approx(1.0) and float(result.cam.min()) == 0.0
+
+
+def test_displayable_keeps_rows_and_columns_of_a_non_square_image():
+    image = torch.arange(6.0).view(1, 1, 2, 3)  # row 0: 0 1 2, row 1: 3 4 5
+    shown = displayable(image)
+    assert shown.shape == (2, 3, 3)
+    np.testing.assert_allclose(shown[..., 0], [[0, 0.2, 0.4], [0.6, 0.8, 1.0]])
+    assert (shown[..., 0] == shown[..., 2]).all()
+    assert (displayable(torch.full((4, 2), 7.0)) == 0).all()  # constant: black, not NaN
+    with pytest.raises(ValueError, match="one grey image"):
+        displayable(torch.zeros(2, 1, 3, 3))
+
+
+def test_to_displayable_of_a_non_square_image_puts_height_first():
+    pixels = torch.rand(3, 2, 5)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    shown = to_displayable((pixels - mean) / std)
+    assert shown.shape == (2, 5, 3)
+    np.testing.assert_allclose(shown, pixels.permute(1, 2, 0).numpy(), atol=1e-6)
+
+
+def test_feature_grid_of_non_square_tiles():
+    chw = torch.zeros(3, 2, 4)
+    chw[1, 0, 3] = 1.0
+    grid = feature_grid(chw, nrow=2, normalize="layer")
+    assert grid.shape == (2 * 4 + 2, 2 * 6 + 2)  # 2 rows of (2 + 2), 2 columns of (4 + 2)
+    assert grid[2, 2 + 6 + 3] == 255 and grid.sum() == 255  # channel 1, row 0, column 3
+
+
+# -- batch size ≠ channel count, all-zero channels --------------------------------------
+
+def test_dead_fraction_counts_channels_not_samples():
+    x = torch.zeros(3, 4, 2, 2)  # 3 samples, 4 channels; channels 0 and 2 fire somewhere
+    x[1, 0, 0, 1] = 1.0
+    x[2, 2, 1, 1] = 2.0
+    row = summarize(x, low=0.0, high=4.0, bins=2, near_zero=0.01)
+    assert row[3] == pytest.approx(2 / 4)
+    assert row[2] == pytest.approx(46 / 48)
+    assert row[4:].tolist() == [47.0, 1.0]
+
+
+def test_all_zero_channels_are_zero_everywhere_they_are_summarised():
+    zeros = torch.zeros(2, 3, 3)
+    assert (to_uint8(zeros, "channel") == 0).all() and (to_uint8(zeros, "layer") == 0).all()
+    stats = tensor_stats(torch.zeros(2, 3, 4, 5))
+    assert (stats.channels, stats.height, stats.width) == (3, 4, 5)
+    assert (stats.mean, stats.std, stats.zero_fraction) == (0.0, 0.0, 1.0)
+    features = tensor_stats(torch.tensor([[0.0, 2.0, 0.0], [1.0, 0.0, 3.0]]), "fc")
+    assert (features.name, features.channels, features.height, features.width) == ("fc", 3, 1, 1)
+    assert features.zero_fraction == pytest.approx(0.5) and features.mean == pytest.approx(1.0)
+    row = summarize(torch.zeros(2, 3), low=-1.0, high=1.0, bins=4, near_zero=0.0)
+    assert row[:4].tolist() == [0.0, 0.0, 1.0, 1.0] and row[4:].tolist() == [0.0, 0.0, 6.0, 0.0]
+
+
+# -- figure properties beyond the image array -------------------------------------------
+
+@pytest.mark.parametrize("cmap, symmetric, bad", [("viridis", False, (1.0, 1.0, 1.0, 1.0)),
+                                                  ("RdBu_r", True, (0.5, 0.5, 0.5, 1.0))])
+def test_padding_is_the_colormaps_bad_colour_white_or_grey_where_white_means_zero(cmap, symmetric, bad):
+    fig = show_feature_maps(torch.randn(3, 2, 4), cmap=cmap, symmetric=symmetric)
+    try:
+        (image,) = fig.axes[0].get_images()
+        assert image.cmap.get_bad() == pytest.approx(bad)
+        assert image.cmap.name.startswith(cmap)
+        assert image.get_array().mask[0, 0] and not image.get_array().mask[2, 2]
+    finally:
+        plt.close(fig)
+
+
+def test_histogram_panels_share_one_colour_scale_up_to_the_largest_count():
+    small, big = recorded([torch.zeros(1, 2)]), recorded([torch.zeros(1, 9), torch.full((1, 9), 3.5)])
+    fig = plot_histograms({"small": small, "big": big})
+    try:
+        images = [ax.images[0] for ax in fig.axes if ax.images]
+        assert len(images) == 2
+        assert all(image.norm.vmin == 0.0 and image.norm.vmax == pytest.approx(np.log1p(9)) for image in images)
+        assert images[0].get_extent() == pytest.approx((0, 1, 0.0, 4.0))
+        assert images[1].get_extent() == pytest.approx((0, 2, 0.0, 4.0))
+        assert [ax.get_ylabel() for ax in fig.axes[:2]] == ["small\nactivation value", "big\nactivation value"]
+        assert [ax.get_xlabel() for ax in fig.axes[:2]] == ["", "step"]
+    finally:
+        plt.close(fig)
+
+
+def test_each_depth_panel_plots_its_own_column():
+    relu = nn.ReLU()
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), relu, nn.Conv2d(2, 4, 3, stride=2, padding=1), relu)
+    torch.manual_seed(0)
+    rows = depth_statistics(model, torch.randn(2, 1, 8, 6))
+    assert [(r.name, r.relu, r.channels, r.height, r.width) for r in rows] == [
+        ("0", "1", 2, 8, 6), ("2", "1_1", 4, 4, 3)]
+    fig = plot_depth_statistics({"a": rows})
+    try:
+        ax_mean, ax_std, ax_zero, ax_relu, ax_size, ax_chan = fig.axes
+        for ax, key in ((ax_mean, "mean"), (ax_std, "std"), (ax_zero, "zeros_after_relu"), (ax_relu, "relu_mean")):
+            (line,) = [line for line in ax.get_lines() if line.get_label() == "a"]
+            np.testing.assert_allclose(line.get_ydata(), [getattr(r, key) for r in rows], err_msg=key)
+        np.testing.assert_allclose(ax_size.get_lines()[0].get_ydata(), [8, 4])
+        np.testing.assert_allclose(ax_chan.get_lines()[0].get_ydata(), [2, 4])
+        assert [t.get_text() for t in ax_size.get_yticklabels()] == ["4×4", "8×8"]
+        assert ax_std.get_yscale() == "log" and ax_zero.get_ylim() == (0, 1)
+    finally:
+        plt.close(fig)
+
+
+# -- encode_page("auto"): the final PNG-or-JPEG choice ---------------------------------
+
+def noisy_page(seed: int, height: int = 200, width: int = 240) -> np.ndarray:
+    generator = np.random.default_rng(seed)
+    return generator.integers(1, 256, size=(height, width), dtype=np.uint8)
+
+
+def test_auto_encoding_sends_the_jpeg_when_it_is_much_smaller():
+    # A smooth ramp with a little noise, as in conv1 pages: unfiltered palette rows deflate badly, the JPEG well.
+    ramp = np.add.outer(np.linspace(0, 100, 200), np.linspace(0, 120, 240))
+    indices = np.clip(ramp + np.random.default_rng(0).normal(0, 2, ramp.shape) + 20, 1, 255).astype(np.uint8)
+    max_bytes = 2 * estimated_png_bytes(indices)  # the estimate is half the budget: "auto" compares both
+    chosen = encode_page(indices, "viridis", "auto", max_bytes=max_bytes)
+    png, jpeg = encode_palette_png(indices, "viridis"), encode_jpeg(indices, "viridis", max_bytes)
+    assert len(jpeg) * LOSSLESS_PREMIUM < len(png)  # noise: the JPEG wins by far
+    assert chosen == jpeg and image_format(chosen) == "jpeg"
+
+
+def test_auto_encoding_keeps_the_png_unless_the_jpeg_wins_by_the_premium():
+    # Smooth bands: the PNG is small; a budget 3.5 times its estimate skips the early return.
+    indices = np.repeat(np.linspace(1, 255, 240).astype(np.uint8)[None], 200, axis=0)
+    estimate = estimated_png_bytes(indices)
+    max_bytes = int(3.5 * estimate)
+    chosen = encode_page(indices, "viridis", "auto", max_bytes=max_bytes)
+    png, jpeg = encode_palette_png(indices, "viridis"), encode_jpeg(indices, "viridis", max_bytes)
+    expected = png if len(png) <= min(len(jpeg) * LOSSLESS_PREMIUM, max_bytes) else jpeg
+    assert chosen == expected
+    assert image_format(chosen) == "png"
+    assert encode_page(indices, "viridis", "auto", max_bytes=4 * estimate) == png  # early return: PNG
+    with pytest.raises(ValueError, match="encoding must be one of"):
+        encode_page(indices, "viridis", "webp")
+
+
+def test_estimated_png_bytes_is_near_the_real_size():
+    for indices in (noisy_page(1, 300, 200), np.repeat(np.arange(1, 201, dtype=np.uint8)[None], 300, axis=0)):
+        real = len(encode_palette_png(indices, "viridis"))
+        assert 0.7 * real <= estimated_png_bytes(indices) <= 1.3 * real
+
+
+def test_the_jpeg_steps_down_in_quality_until_it_fits():
+    indices = noisy_page(2, 300, 300)
+    best = encode_jpeg(indices, "viridis", max_bytes=10**9)
+    small = encode_jpeg(indices, "viridis", max_bytes=len(best) - 1)
+    assert len(small) < len(best) and image_format(small) == "jpeg"
+    assert encode_jpeg(indices, "viridis", max_bytes=10**9, band_rows=1000) == best  # no band: same first try
+
+
+# -- resampling quality ---------------------------------------------------------------
+
+def test_a_large_file_is_shrunk_with_an_averaging_filter_not_nearest_neighbour(tmp_path):
+    # A 1-pixel checkerboard over 1 MB (uncompressed BMP): shrunk 11-fold, LANCZOS gives mid grey
+    # everywhere; NEAREST would give black and white pixels.
+    side = 1100
+    board = ((np.indices((side, side)).sum(axis=0) % 2) * 255).astype(np.uint8)
+    path = tmp_path / "board.bmp"
+    Image.fromarray(board).save(path)
+    assert path.stat().st_size > 1_000_000
+    image = load_image(path, max_side=100)
+    assert image.size == (100, 100)
+    pixels = np.asarray(image, dtype=float)[5:-5, 5:-5]
+    assert abs(pixels.mean() - 127.5) < 8 and pixels.std() < 20
+
+
+# -- training helpers pinned directly --------------------------------------------------
+
+def tiny_data(n: int = 12):
+    generator = torch.Generator().manual_seed(5)
+    return torch.randn(n, 3, generator=generator), torch.randint(0, 2, (n,), generator=generator)
+
+
+def test_fit_is_sgd_with_momentum_on_batches_drawn_from_its_seed():
+    images, labels = tiny_data()
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    by_hand = copy.deepcopy(model)
+    losses = fit(model, images, labels, steps=4, lr=0.1, batch_size=5, seed=3)
+    generator = torch.Generator().manual_seed(3)
+    optimizer = torch.optim.SGD(by_hand.parameters(), lr=0.1, momentum=0.9)
+    expected = []
+    for _ in range(4):
+        batch = torch.randint(0, 12, (5,), generator=generator)
+        loss = F.cross_entropy(by_hand(images[batch]), labels[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        expected.append(float(loss.detach()))
+    assert losses == pytest.approx(expected, rel=1e-6)
+    torch.testing.assert_close(model.weight, by_hand.weight)
+    again = copy.deepcopy(by_hand)
+    other = copy.deepcopy(by_hand)
+    assert fit(again, images, labels, steps=3, seed=1) != fit(other, images, labels, steps=3, seed=2)
+    with pytest.raises(ValueError, match="12 images but 11 labels"):
+        fit(model, images, labels[:11], steps=1)
+
+
+def test_fit_leaves_eval_mode_and_grad_mode_as_found():
+    images, labels = tiny_data()
+    model = nn.Sequential(nn.Linear(3, 2), nn.Dropout(0.5)).eval()
+    with torch.no_grad():
+        losses = fit(model, images, labels, steps=2, batch_size=4)
+        assert not torch.is_grad_enabled()
+    assert len(losses) == 2 and not model.training
+
+
+def test_randomize_redraws_convs_like_initialize_and_resets_batchnorm():
+    model = small_cnn(batchnorm=True)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.weight.fill_(3.0)
+                module.bias.fill_(-2.0)
+                module.running_mean.fill_(5.0)
+                module.running_var.fill_(7.0)
+    reference = initialize(copy.deepcopy(model), "kaiming", seed=4)
+    assert randomize_(model, seed=4) is model
+    for (name, got), (_, expected) in zip(model.named_modules(), reference.named_modules()):
+        if isinstance(got, (nn.Conv2d, nn.Linear)):
+            torch.testing.assert_close(got.weight, expected.weight, msg=name)
+        if isinstance(got, nn.BatchNorm2d):
+            assert (got.weight == 1).all() and (got.bias == 0).all(), name
+            assert (got.running_mean == 0).all() and (got.running_var == 1).all(), name
+
+
+def test_initialize_scales_by_fan_in_or_uses_the_given_std():
+    model = small_cnn()
+    initialize(model, "kaiming", seed=0)
+    conv = model.block1[0]  # 1 input channel, 5×5 kernel: fan-in 25, bias zeroed
+    expected = torch.randn(conv.weight.shape, generator=torch.Generator().manual_seed(0)) * np.sqrt(2 / 25)
+    torch.testing.assert_close(conv.weight, expected)
+    assert (conv.bias == 0).all()
+    initialize(model, "normal", std=0.5, seed=0)
+    torch.testing.assert_close(conv.weight, expected / np.sqrt(2 / 25) * 0.5)
+    with pytest.raises(ValueError, match="scheme"):
+        initialize(model, "xavier")
