@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import io
+import warnings
 
 import matplotlib
 
@@ -24,16 +25,17 @@ import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
-from helpers.attribution import grad_cam_for  # noqa: E402
+from helpers.attribution import grad_cam_for, overlay, top_k  # noqa: E402
 from helpers.explorer import (LOSSLESS_PREMIUM, encode_jpeg, encode_page, encode_palette_png,  # noqa: E402
                               estimated_png_bytes, image_format)
 from helpers.hooks import ActivationRecorder, firing_trace, hooks_on  # noqa: E402
 from helpers.images import load_image, to_displayable  # noqa: E402
-from helpers.sanity import randomize_  # noqa: E402
+from helpers.sanity import cascading_randomization, randomize_, ranks, spearman  # noqa: E402
 from helpers.stats import depth_statistics, plot_depth_statistics, tensor_stats  # noqa: E402
 from helpers.toydata import displayable, initialize, small_cnn  # noqa: E402
 from helpers.training import TrainingRecorder, fit, plot_histograms, summarize  # noqa: E402
-from helpers.viz import feature_grid, show_feature_maps, to_uint8  # noqa: E402
+from helpers.models import imagenet_categories  # noqa: E402
+from helpers.viz import colorize, feature_grid, fingerprint, show_feature_maps, to_uint8  # noqa: E402
 from tests.test_training import recorded  # noqa: E402  (a recorder of known outputs, one per step)
 
 
@@ -331,3 +333,82 @@ def test_initialize_scales_by_fan_in_or_uses_the_given_std():
     torch.testing.assert_close(conv.weight, expected / np.sqrt(2 / 25) * 0.5)
     with pytest.raises(ValueError, match="scheme"):
         initialize(model, "xavier")
+
+
+# -- the sanity check's helpers ------------------------------------------------------
+
+def test_ranks_of_a_tensor_that_requires_grad_and_spearman_of_two_values():
+    values = torch.tensor([3.0, 1.0, 2.0, 1.0], requires_grad=True)
+    np.testing.assert_array_equal(ranks(values), [4.0, 1.5, 3.0, 1.5])
+    assert spearman([1, 2], [3, 4]) == 1.0 and spearman([1, 2], [4, 3]) == -1.0  # tiny spread, still defined
+    with pytest.raises(ValueError, match="same size"):
+        spearman([1, 2, 3], [1, 2])
+
+
+def test_default_seeds_of_randomize_and_cascading_randomization_are_zero():
+    model = initialize(small_cnn(batchnorm=True), "normal", std=0.5, seed=9)
+    expected = initialize(copy.deepcopy(model.fc), "kaiming", seed=0).weight
+    torch.testing.assert_close(randomize_(copy.deepcopy(model).fc).weight, expected)
+    steps = dict((name, copy.deepcopy(m)) for name, m in cascading_randomization(model, ["fc", "block5"]))
+    torch.testing.assert_close(steps["fc"].fc.weight, expected)
+    block5 = initialize(copy.deepcopy(model.block5), "kaiming", seed=1)[0].weight
+    torch.testing.assert_close(steps["block5"].block5[0].weight, block5)  # step k uses seed + k
+    assert torch.equal(model.fc.weight, initialize(small_cnn(batchnorm=True), "normal", std=0.5, seed=9).fc.weight)
+
+
+def test_spearman_of_a_constant_map_is_nan_without_dividing_by_zero():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0 / 0 in numpy would warn
+        assert np.isnan(spearman(np.ones(5), np.arange(5)))
+
+
+# -- overlay, top_k -----------------------------------------------------------------
+
+def test_overlay_clips_the_map_and_the_blend_and_returns_float32():
+    cmap = matplotlib.colormaps["viridis"].with_extremes(under="red", over="blue")
+    cam = torch.tensor([[-0.5, 1.5]])
+    photo = np.array([[[1.5, -0.5, 0.5], [0.25, 0.25, 0.25]]])  # float64, partly outside [0, 1]
+    colors = matplotlib.colormaps["viridis"]([0.0, 1.0])[:, :3]
+    blended = overlay(photo, cam, cmap=cmap, alpha=1.0)
+    assert blended.dtype == np.float32 and blended.shape == (1, 2, 3)
+    np.testing.assert_allclose(blended[0], colors, atol=1e-6)  # the colormap's ends, not under/over
+    np.testing.assert_allclose(overlay(photo, cam, alpha=0.0)[0], [[1.0, 0.0, 0.5], [0.25, 0.25, 0.25]])
+    for alpha in (-0.01, 1.01):
+        with pytest.raises(ValueError, match="alpha"):
+            overlay(photo, cam, alpha=alpha)
+    with pytest.raises(ValueError, match="H×W×3"):
+        overlay(np.zeros((1, 2, 4)), cam)
+
+
+def test_top_k_takes_one_image_and_any_k_from_1_to_all_classes():
+    logits = torch.zeros(1000)
+    logits[3] = 5.0
+    assert [name for name, _ in top_k(logits, k=1)] == [imagenet_categories()[3]]
+    everything = top_k(logits, k=1000)
+    assert len(everything) == 1000 and sum(p for _, p in everything) == pytest.approx(1.0)
+    for k in (0, 1001):
+        with pytest.raises(ValueError, match="k must be"):
+            top_k(logits, k=k)
+    with pytest.raises(ValueError, match="one image"):
+        top_k(torch.zeros(2, 1000))
+
+
+def test_displayable_scales_by_min_and_max_of_any_sign_and_span():
+    image = torch.tensor([[-1.0, -0.5, 0.5], [0.0, 0.25, -0.75]])  # min -1, span 1.5
+    np.testing.assert_allclose(displayable(image)[..., 1], (image.numpy() + 1) / 1.5, atol=1e-6)
+    narrow = torch.tensor([[0.1, 0.6], [0.35, 0.1]])  # span 0.5
+    np.testing.assert_allclose(displayable(narrow)[..., 0], [[0.0, 1.0], [0.5, 0.0]], atol=1e-6)
+
+
+def test_colorize_uses_viridis_by_default():
+    grid = np.array([[0, 128, 255]], dtype=np.uint8)
+    assert np.array_equal(colorize(grid), colorize(grid, "viridis"))
+    assert tuple(colorize(grid)[0, 0]) == (68, 1, 84)
+
+
+def test_fingerprint_of_negative_zero_one_value_float32_and_a_tensor_that_requires_grad():
+    assert fingerprint(np.array([-0.0, 0.0])) == "2: min 0  max 0  mean 0  std 0"
+    assert fingerprint(np.array([3.0])) == "1: min 3  max 3  mean 3  std 0"
+    # float32 sums would lose the ones next to 2**24: the mean must be computed in float64
+    assert fingerprint(np.array([1.0, 2**24, 1.0], dtype=np.float32), digits=7).split("mean ")[1].startswith("5592406 ")
+    assert fingerprint(torch.ones(2, 3, requires_grad=True)) == "2×3: min 1  max 1  mean 1  std 0"
