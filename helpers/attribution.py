@@ -146,7 +146,7 @@ def grad_cam_for(
     activation, gradient = rec[layer], rec.gradient(layer)
     return GradCam(
         cam=grad_cam(activation, gradient, size=tuple(image.shape[-2:]))[0],
-        raw=grad_cam(activation, gradient, normalize=False)[0],
+        raw=grad_cam(activation, gradient, normalize=False)[0],  # pragma: no mutate (normalize=None is falsy too: equivalent)
         weights=cam_weights(gradient)[0],
         layer=layer,
         target=target,

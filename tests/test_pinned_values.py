@@ -25,15 +25,16 @@ import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
-from helpers.attribution import grad_cam_for, overlay, top_k  # noqa: E402
+from helpers.attribution import cam_weights, grad_cam, grad_cam_for, normalize_map, overlay, top_k  # noqa: E402
 from helpers.explorer import (LOSSLESS_PREMIUM, encode_jpeg, encode_page, encode_palette_png,  # noqa: E402
                               estimated_png_bytes, image_format)
 from helpers.hooks import ActivationRecorder, firing_trace, hooks_on  # noqa: E402
 from helpers.images import load_image, to_displayable  # noqa: E402
 from helpers.sanity import cascading_randomization, randomize_, ranks, spearman  # noqa: E402
 from helpers.stats import depth_statistics, plot_depth_statistics, tensor_stats  # noqa: E402
-from helpers.toydata import displayable, initialize, small_cnn  # noqa: E402
-from helpers.training import TrainingRecorder, fit, plot_histograms, summarize  # noqa: E402
+from helpers.toydata import displayable, gabor_patches, initialize, small_cnn, train_and_test  # noqa: E402
+from helpers.training import (TrainingRecorder, fit, plot_dead_fraction, plot_histograms,  # noqa: E402
+                              plot_mean_std, summarize)
 from helpers.models import imagenet_categories  # noqa: E402
 from helpers.viz import colorize, feature_grid, fingerprint, show_feature_maps, to_uint8  # noqa: E402
 from tests.test_training import recorded  # noqa: E402  (a recorder of known outputs, one per step)
@@ -87,10 +88,10 @@ def test_firing_trace_on_a_non_square_input_records_shapes_and_repeated_calls():
 
 def test_grad_cam_for_a_non_square_image_has_the_image_size():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(4, 3)).eval()
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 3)).eval()
     result = grad_cam_for(model, torch.randn(1, 3, 5, 9), layer="1", target=2)
-    assert result.cam.shape == (5, 9) and result.raw.shape == (5, 9) and result.weights.shape == (4,)
+    assert result.cam.shape == (5, 9) and result.raw.shape == (3, 5) and result.weights.shape == (4,)
     assert result.target == 2 and result.logits.shape == (1, 3)
     assert float(result.cam.max()) == pytest.approx(1.0) and float(result.cam.min()) == 0.0
 
@@ -195,6 +196,9 @@ def test_each_depth_panel_plots_its_own_column():
         np.testing.assert_allclose(ax_chan.get_lines()[0].get_ydata(), [2, 4])
         assert [t.get_text() for t in ax_size.get_yticklabels()] == ["4×4", "8×8"]
         assert ax_std.get_yscale() == "log" and ax_zero.get_ylim() == (0, 1)
+        for ax in fig.axes:  # one tick per stage at its centre, a margin either side
+            assert list(ax.get_xticks()) == [0.0, 1.0] and ax.get_xlim() == pytest.approx((-0.8, 1.8))
+        assert fig.get_suptitle() == "Activation statistics across depth (one forward pass)"
     finally:
         plt.close(fig)
 
@@ -412,3 +416,157 @@ def test_fingerprint_of_negative_zero_one_value_float32_and_a_tensor_that_requir
     # float32 sums would lose the ones next to 2**24: the mean must be computed in float64
     assert fingerprint(np.array([1.0, 2**24, 1.0], dtype=np.float32), digits=7).split("mean ")[1].startswith("5592406 ")
     assert fingerprint(torch.ones(2, 3, requires_grad=True)) == "2×3: min 1  max 1  mean 1  std 0"
+
+
+def test_grad_cam_upsamples_bilinearly_with_pixel_centres_and_normalises_each_map():
+    activation = torch.tensor([[[0.0, 4.0], [0.0, 4.0]]])  # one channel; gradient 1: weight 1, map = activation
+    up = grad_cam(activation, torch.ones(1, 2, 2), size=(2, 4), normalize=False)
+    # align_corners=False: output pixel centres 0.25 and 0.75 of the way between the two columns
+    torch.testing.assert_close(up, torch.tensor([[0.0, 1.0, 3.0, 4.0], [0.0, 1.0, 3.0, 4.0]]))
+    maps = torch.tensor([[[1.0, 2.0, 3.0], [5.0, 5.0, 1.0]], [[-2.0, 0.0, 2.0], [2.0, 2.0, 2.0]]])
+    torch.testing.assert_close(normalize_map(maps), torch.tensor(
+        [[[0.0, 0.25, 0.5], [1.0, 1.0, 0.0]], [[0.0, 0.5, 1.0], [1.0, 1.0, 1.0]]]))
+
+
+def test_grad_cam_errors_name_the_tensor_with_the_wrong_shape():
+    with pytest.raises(ValueError, match="^gradient must be"):
+        cam_weights(torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="^activation must be"):
+        grad_cam(torch.zeros(2, 2), torch.zeros(1, 2, 2))
+    with pytest.raises(ValueError, match="^gradient must be"):
+        grad_cam(torch.zeros(1, 2, 2), torch.zeros(2, 2))
+
+
+# -- the toy dataset, drawn by hand ---------------------------------------------------
+
+def gabor_by_hand(n: int, seed: int, noise: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The module docstring's recipe, one image at a time with numpy: the same draws from one generator."""
+    g = torch.Generator().manual_seed(seed)
+    labels = (torch.arange(n) % 4)[torch.randperm(n, generator=g)]
+
+    def uniform(low, high):
+        return (low + (high - low) * torch.rand(n, generator=g)).double().numpy()
+
+    angle = labels.double().numpy() * np.pi / 4 + uniform(-1, 1) * np.radians(10)  # ±10° of jitter
+    wavelength, phase = uniform(4.0, 8.0), uniform(0, 2 * np.pi)
+    centre_x, centre_y, radius, contrast = uniform(8, 24), uniform(8, 24), uniform(3.5, 6.0), uniform(0.6, 1.2)
+    rows, cols = np.mgrid[0:32, 0:32]
+    images = np.empty((n, 32, 32))
+    for i in range(n):
+        dx, dy = cols - centre_x[i], rows - centre_y[i]
+        across = dx * np.sin(angle[i]) + dy * np.cos(angle[i])
+        window = np.exp(-(dx**2 + dy**2) / (2 * radius[i] ** 2))
+        images[i] = contrast[i] * window * np.cos(2 * np.pi * across / wavelength[i] + phase[i])
+    images += noise * torch.randn(n, 32, 32, generator=g).double().numpy()
+    return torch.from_numpy(images).float().unsqueeze(1), labels
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.4])
+def test_gabor_patches_follow_the_recipe_draw_for_draw(noise):
+    got = gabor_patches(8, seed=3, noise=noise)
+    images, labels = gabor_by_hand(8, 3, noise)
+    assert torch.equal(got.labels, labels) and got.images.shape == (8, 1, 32, 32)
+    torch.testing.assert_close(got.images, images, atol=1e-5, rtol=0)
+    for n in (0, 6):
+        with pytest.raises(ValueError, match="multiple of 4"):
+            gabor_patches(n, seed=0)
+    with pytest.raises(ValueError, match="cannot be negative"):
+        gabor_patches(4, seed=0, noise=-0.1)
+
+
+def test_train_and_test_draw_from_seed_and_seed_plus_one():
+    train, test = train_and_test(8, 4, seed=5)
+    assert torch.equal(train.images, gabor_patches(8, 5).images) and torch.equal(test.images, gabor_patches(4, 6).images)
+    default_train, default_test = train_and_test(4, 4)
+    assert torch.equal(default_train.images, gabor_patches(4, 0).images)
+    assert torch.equal(default_test.images, gabor_patches(4, 1).images)
+
+
+def test_small_cnn_layout_kernels_strides_and_sizes():
+    model = small_cnn(batchnorm=True, widths=(2, 3, 4, 5, 6), n_classes=7)
+    assert [name for name, _ in model.named_children()] == [
+        "block1", "block2", "block3", "block4", "block5", "pool", "flatten", "fc"]
+    convs = [getattr(model, f"block{i}")[0] for i in range(1, 6)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.stride[0], c.padding[0], c.bias is None)
+            for c in convs] == [(1, 2, 5, 2, 2, True), (2, 3, 3, 1, 1, True), (3, 4, 3, 2, 1, True),
+                                (4, 5, 3, 1, 1, True), (5, 6, 3, 1, 1, True)]
+    assert all(isinstance(getattr(model, f"block{i}")[1], nn.BatchNorm2d) for i in range(1, 6))
+    sizes = [tuple(o.shape) for o in (model[:k](torch.zeros(1, 1, 32, 32)) for k in range(1, 6))]
+    assert sizes == [(1, 2, 16, 16), (1, 3, 16, 16), (1, 4, 8, 8), (1, 5, 8, 8), (1, 6, 8, 8)]
+    assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 7)
+    plain = small_cnn()
+    assert len(plain.block1) == 2 and plain.block1[0].bias is not None and plain.fc.out_features == 4
+
+
+def test_depth_statistics_of_linear_layers_and_a_relu_whose_name_has_underscores():
+    from collections import OrderedDict
+
+    act = nn.ReLU()
+    model = nn.Sequential(OrderedDict([("fc_in", nn.Linear(3, 4)), ("my_act", act), ("fc_out", nn.Linear(4, 2)),
+                                       ("again", act)]))
+    rows = depth_statistics(model, torch.ones(5, 3), layer_type=nn.Linear)
+    assert [(r.name, r.relu, r.channels) for r in rows] == [("fc_in", "my_act", 4), ("fc_out", "my_act_1", 2)]
+    assert depth_statistics(model, torch.ones(5, 3)) == []  # no Conv2d: no rows
+
+
+def test_training_plots_titles_labels_limits_and_sizes():
+    low, high = recorded([torch.full((1, 2), 1.0), torch.full((1, 2), 3.0)]), recorded(
+        [torch.full((1, 2), 0.5), torch.tensor([[0.0, 20.0]])])
+    fig = plot_mean_std({"a": low, "b": high}, log=False)
+    try:
+        axes = fig.axes[:4]  # row-major: a mean, b mean, a std, b std
+        assert [ax.get_title() for ax in axes] == ["a: mean", "b: mean", "a: std", "b: std"]
+        assert [axes[0].get_ylabel(), axes[2].get_ylabel()] == ["activation mean", "activation std"]
+        assert [ax.get_xlabel() for ax in axes] == ["", "", "training step", "training step"]
+        for row in (axes[:2], axes[2:]):  # one y range per row, holding both runs
+            assert row[0].get_ylim() == row[1].get_ylim()
+        assert axes[0].get_ylim()[0] <= 0.5 and axes[0].get_ylim()[1] >= 10.0
+        assert axes[2].get_ylim()[0] <= 0.0 and axes[2].get_ylim()[1] >= 10.0
+    finally:
+        plt.close(fig)
+    fig = plot_mean_std(low)
+    assert fig.axes[0].get_title() == "mean" and fig.axes[1].get_title() == "std"
+    assert fig.axes[0].get_yscale() == "log"
+    plt.close(fig)
+    fig = plot_dead_fraction({"a": low, "b": high}, stat="dead")
+    try:
+        assert [ax.get_title() for ax in fig.axes[:2]] == ["a: dead channels", "b: dead channels"]
+        assert fig.axes[0].get_ylim() == pytest.approx((-0.02, 1.02)) and fig.axes[0].get_ylabel() == "fraction"
+        assert tuple(fig.get_size_inches()) == pytest.approx((3.4 * 2 + 0.6, 2.8))
+        np.testing.assert_allclose(fig.axes[1].lines[0].get_ydata(), [0.0, 0.5])
+    finally:
+        plt.close(fig)
+    fig = plot_dead_fraction(low)
+    assert fig.axes[0].get_title() == "values near zero"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="stat must be"):
+        plot_dead_fraction(low, stat="mean")
+    fig = plot_histograms({"a": low, "b": high})
+    try:
+        assert [ax.get_title() for ax in fig.axes[:2]] == ["source", ""]  # layer names on the top row only
+    finally:
+        plt.close(fig)
+
+
+def test_training_recorder_keeps_no_gradient_norms_unless_asked_and_accepts_one_bin():
+    model = nn.Sequential(nn.Linear(3, 2), nn.ReLU())
+    with TrainingRecorder(model, names=["1"], bins=1, value_range=(0.0, 1.0)) as rec:
+        model(torch.ones(4, 3)).sum().backward()
+    assert rec.histogram("1").shape == (1, 1) and rec.histogram("1")[0, 0] == 8
+    assert rec.nbytes == (4 + 1) * 8  # one step, one layer, no gradient norm
+    with pytest.raises(ValueError, match="bins"):
+        TrainingRecorder(model, names=["1"], bins=0)
+
+
+def test_fit_uses_batches_of_64_by_default():
+    images, labels = tiny_data(100)
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    by_hand = copy.deepcopy(model)
+    fit(model, images, labels, steps=1, lr=0.1)
+    batch = torch.randint(0, 100, (64,), generator=torch.Generator().manual_seed(0))
+    torch.optim.SGD(by_hand.parameters(), lr=0.1, momentum=0.9).zero_grad()
+    F.cross_entropy(by_hand(images[batch]), labels[batch]).backward()
+    with torch.no_grad():
+        by_hand.weight -= 0.1 * by_hand.weight.grad
+    torch.testing.assert_close(model.weight, by_hand.weight)
