@@ -10,8 +10,11 @@ Tiny models only: the whole file runs in a few seconds.
 from __future__ import annotations
 
 import copy
+import functools
 import io
+import re
 import warnings
+from collections import OrderedDict
 
 import matplotlib
 
@@ -28,7 +31,7 @@ from torch import nn  # noqa: E402
 from helpers.attribution import cam_weights, grad_cam, grad_cam_for, normalize_map, overlay, top_k  # noqa: E402
 from helpers.explorer import (LOSSLESS_PREMIUM, encode_jpeg, encode_page, encode_palette_png,  # noqa: E402
                               estimated_png_bytes, image_format)
-from helpers.hooks import ActivationRecorder, firing_trace, hooks_on  # noqa: E402
+from helpers.hooks import ActivationRecorder, HookEntry, firing_trace, hooks_on  # noqa: E402
 from helpers.images import load_image, to_displayable  # noqa: E402
 from helpers.sanity import cascading_randomization, randomize_, ranks, spearman  # noqa: E402
 from helpers.stats import depth_statistics, plot_depth_statistics, tensor_stats  # noqa: E402
@@ -36,7 +39,8 @@ from helpers.toydata import displayable, gabor_patches, initialize, small_cnn, t
 from helpers.training import (TrainingRecorder, fit, plot_dead_fraction, plot_histograms,  # noqa: E402
                               plot_mean_std, summarize)
 from helpers.models import imagenet_categories  # noqa: E402
-from helpers.viz import colorize, feature_grid, fingerprint, show_feature_maps, to_uint8  # noqa: E402
+from helpers.viz import (colorize, feature_grid, fingerprint, padding_mask, show_feature_maps, tile_grid,  # noqa: E402
+                         tile_pages, to_uint8)
 from tests.test_training import recorded  # noqa: E402  (a recorder of known outputs, one per step)
 
 
@@ -499,8 +503,6 @@ def test_small_cnn_layout_kernels_strides_and_sizes():
 
 
 def test_depth_statistics_of_linear_layers_and_a_relu_whose_name_has_underscores():
-    from collections import OrderedDict
-
     act = nn.ReLU()
     model = nn.Sequential(OrderedDict([("fc_in", nn.Linear(3, 4)), ("my_act", act), ("fc_out", nn.Linear(4, 2)),
                                        ("again", act)]))
@@ -524,7 +526,9 @@ def test_training_plots_titles_labels_limits_and_sizes():
         assert axes[2].get_ylim()[0] <= 0.0 and axes[2].get_ylim()[1] >= 10.0
     finally:
         plt.close(fig)
-    fig = plot_mean_std(low)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a std of 0 cannot be log-scaled; the scale is what we check
+        fig = plot_mean_std(low)
     assert fig.axes[0].get_title() == "mean" and fig.axes[1].get_title() == "std"
     assert fig.axes[0].get_yscale() == "log"
     plt.close(fig)
@@ -570,3 +574,110 @@ def test_fit_uses_batches_of_64_by_default():
     with torch.no_grad():
         by_hand.weight -= 0.1 * by_hand.weight.grad
     torch.testing.assert_close(model.weight, by_hand.weight)
+
+
+# -- hooks ------------------------------------------------------------------------------
+
+class Pair(nn.Module):
+    """Returns a tuple: records keep tuples of copies; the firing trace shows no output shape."""
+
+    def forward(self, x):
+        return x, 2 * x
+
+
+def probe(module, args, output):
+    """A named forward hook, for hooks_on's labels."""
+
+
+def test_records_of_tuples_copies_before_an_inplace_relu_and_by_index():
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU(inplace=True), Pair())
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
+        model[0].bias.zero_()
+    x = torch.tensor([[[[1.0, -2.0]]]])
+    with ActivationRecorder(model, layer_type=(nn.Conv2d, Pair)) as rec:
+        model(x)
+    torch.testing.assert_close(rec["0"], torch.tensor([[[[1.0, -2.0]], [[-1.0, 2.0]]]]))  # before the ReLU
+    first, second = rec["2"]
+    assert isinstance(rec["2"], tuple) and torch.equal(second, 2 * first) and (first >= 0).all()
+    assert list(rec.as_dict()) == ["0", "2"] and rec.as_dict()["0"] is rec[0]
+    assert repr(rec) == "ActivationRecorder(2 modules, 2 records, stopped)"
+    events = firing_trace(model, x, names=["2"])
+    assert events[0].output_shape == () and events[0].input_shapes == ((1, 2, 1, 2),)
+
+
+def test_recorder_repr_gradient_by_index_and_the_names_it_suggests():
+    model = nn.Sequential(OrderedDict([("conv1", nn.Conv2d(1, 1, 1)), ("conv2", nn.Conv2d(1, 1, 1))]))
+    rec = ActivationRecorder(model, gradients=True)
+    assert repr(rec) == "ActivationRecorder(2 modules, 0 records, stopped)"
+    with rec:
+        assert repr(rec) == "ActivationRecorder(2 modules, 0 records, active)"
+        model(torch.ones(1, 1, 2, 2, requires_grad=True)).sum().backward()
+    assert torch.equal(rec.gradient(1), rec.gradient("conv2")) and rec.gradient(1).shape == (1, 1, 2, 2)
+    with pytest.raises(KeyError, match=re.escape("'conv' (close: conv2, conv1); 'zzz' (close: none)")):
+        ActivationRecorder(model, names=["conv", "zzz"])
+    with pytest.raises(KeyError, match=re.escape("Recorded: conv1, conv2\"")):
+        rec["conv3"]
+
+
+def test_names_preview_counts_beyond_five():
+    relu = nn.ReLU()
+    model = nn.Sequential(*[relu] * 6)
+    with ActivationRecorder(model, layer_type=nn.ReLU) as rec:
+        model(torch.ones(1))
+    assert rec.names == ["0", "0_1", "0_2", "0_3", "0_4", "0_5"]
+    with pytest.raises(KeyError, match=re.escape("0, 0_1, 0_2, 0_3, 0_4, ... (6 in all)")):
+        rec["x"]
+    five = nn.Sequential(*[relu] * 5)
+    with ActivationRecorder(five, layer_type=nn.ReLU) as rec:
+        five(torch.ones(1))
+    with pytest.raises(KeyError, match=re.escape("0_3, 0_4\"")):
+        rec["x"]
+
+
+def test_hooks_on_names_the_module_the_kind_and_the_function():
+    model = nn.Sequential(nn.ReLU())
+    handles = [model[0].register_forward_hook(probe), model.register_forward_pre_hook(functools.partial(probe))]
+    try:
+        assert hooks_on(model) == [HookEntry("", "forward_pre", "partial"), HookEntry("0", "forward", "probe")]
+        assert str(hooks_on(model)[0]) == "(model): forward_pre hook partial"
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def test_recordings_of_a_model_on_another_device_come_back_on_the_cpu():
+    """A meta-device model under FakeTensorMode stands in for a GPU: the copies must land on the CPU."""
+    fake_tensor = pytest.importorskip("torch._subclasses.fake_tensor")
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU()).to("meta")
+    with fake_tensor.FakeTensorMode(allow_non_fake_inputs=True):
+        with torch.no_grad(), ActivationRecorder(model, layer_type=nn.Module, names=["0", "1"]) as rec:
+            model(torch.zeros(1, 1, 3, 4, device="meta"))
+    assert [(t.device.type, tuple(t.shape)) for t in rec.outputs] == [("cpu", (1, 2, 3, 4))] * 2
+
+
+# -- tiling ---------------------------------------------------------------------------
+
+def test_tile_pages_enlarges_by_two_and_refuses_negative_padding():
+    tiles = np.arange(1, 5, dtype=np.uint8).reshape(1, 2, 2)
+    grid = tile_pages(tiles, factor=2, padding=1)
+    assert grid.shape == (6, 6) and (grid[1:3, 1:3] == 1).all() and (grid[3:5, 3:5] == 4).all()
+    with pytest.raises(ValueError, match="padding"):
+        tile_pages(tiles, padding=-1)
+
+
+def test_tile_grid_and_padding_mask_defaults_and_a_tensor_that_requires_grad():
+    tiles = torch.ones(2, 2, 3, requires_grad=True)
+    grid = tile_grid(tiles)
+    assert grid.shape == (2 + 2 + 2, 2 * (3 + 2) + 2)  # default padding 2, both tiles in one row
+    assert padding_mask(2, (2, 3), nrow=1, padding=1).shape == (2 * (2 + 1) + 1, 3 + 2)
+
+
+def test_show_feature_maps_without_a_name_and_its_drawing_settings():
+    fig = show_feature_maps(torch.randn(3, 2, 4), normalize="layer")
+    try:
+        (image,) = fig.axes[0].get_images()
+        assert fig.axes[0].get_title().startswith("3×2×4, channels 0–2 (page 1 of 1)")
+        assert image.get_interpolation() == "antialiased" and image.get_array().dtype == np.float32
+    finally:
+        plt.close(fig)
