@@ -209,7 +209,7 @@ def encode_page(indices: np.ndarray, cmap: str, encoding: str = "auto", compress
     if encoding == "jpeg":
         return encode_jpeg(indices, cmap, max_bytes)
     estimate = estimated_png_bytes(indices)
-    if estimate <= max_bytes // 4:
+    if estimate <= max_bytes // 4:  # pragma: no mutate (an integer is <= m // 4 exactly when it is <= m / 4: equivalent)
         return encode_palette_png(indices, cmap, compress_level)
     jpeg = encode_jpeg(indices, cmap, max_bytes)
     if estimate > min(len(jpeg) * LOSSLESS_PREMIUM, max_bytes):

@@ -29,7 +29,8 @@ from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
 from helpers.attribution import cam_weights, grad_cam, grad_cam_for, normalize_map, overlay, top_k  # noqa: E402
-from helpers.explorer import (LOSSLESS_PREMIUM, encode_jpeg, encode_page, encode_palette_png,  # noqa: E402
+from helpers.explorer import (LOSSLESS_PREMIUM, ExplorerState, encode_jpeg, encode_page,  # noqa: E402
+                              encode_palette_png,
                               estimated_png_bytes, image_format)
 from helpers.hooks import ActivationRecorder, HookEntry, firing_trace, hooks_on  # noqa: E402
 from helpers.images import load_image, to_displayable  # noqa: E402
@@ -681,3 +682,30 @@ def test_show_feature_maps_without_a_name_and_its_drawing_settings():
         assert image.get_interpolation() == "antialiased" and image.get_array().dtype == np.float32
     finally:
         plt.close(fig)
+
+
+# -- the explorer's state and encoders ------------------------------------------------
+
+def test_explorer_state_defaults_cache_keys_and_page_sizes():
+    values = torch.arange(5 * 3 * 2, dtype=torch.float32).view(5, 3, 2) - 7
+    state = ExplorerState({"x": values}, nrow=2, padding=3, tile_px=6, browser_zoom=1)
+    assert np.array_equal(state.indices(0), state.indices(0, "channel", False))
+    assert np.array_equal(state.page_grid(0), state.page_grid(0, 0, 64, "channel", False))
+    state.warm("layer", symmetric=True)
+    assert (0, "layer", True) in state.cached_keys
+    factor = state.page_scale(0)[0]
+    assert factor == 2  # 6 // 3
+    for page_size in (5, 3):
+        for page in range(state.n_pages(0, page_size)):
+            assert state.page_pixels(0, page, page_size) == state.page_grid(0, page, page_size).shape
+    assert state.page_pixels(0) == (3 * (3 * 2 + 3) + 3, 2 * (2 * 2 + 3) + 3)
+    with pytest.raises(TypeError, match="pairs"):
+        ExplorerState([("x", values, "extra")])
+
+
+def test_palette_png_pads_with_the_colour_given_and_the_early_png_keeps_its_colormap():
+    indices = np.array([[0, 1], [255, 0]], dtype=np.uint8)
+    decoded = np.asarray(Image.open(io.BytesIO(encode_palette_png(indices, "viridis", pad_color=(1, 2, 3)))).convert("RGB"))
+    assert tuple(decoded[0, 0]) == (1, 2, 3) and tuple(decoded[1, 0]) == (253, 231, 37)
+    grey = np.asarray(Image.open(io.BytesIO(encode_page(indices, "gray", "auto"))).convert("RGB"))
+    assert tuple(grey[1, 0]) == (255, 255, 255) and tuple(grey[0, 1]) == (0, 0, 0)
