@@ -97,7 +97,7 @@ def test_grad_cam_for_a_non_square_image_has_the_image_size():
                           nn.Flatten(), nn.Linear(4, 3)).eval()
     result = grad_cam_for(model, torch.randn(1, 3, 5, 9), layer="1", target=2)
     assert result.cam.shape == (5, 9) and result.raw.shape == (3, 5) and result.weights.shape == (4,)
-    assert result.target == 2 and result.logits.shape == (1, 3)
+    assert result.target == 2 and result.layer == "1" and result.logits.shape == (1, 3)
     assert float(result.cam.max()) == pytest.approx(1.0) and float(result.cam.min()) == 0.0
 
 
