@@ -35,7 +35,8 @@ from helpers.explorer import (LOSSLESS_PREMIUM, ExplorerState, encode_jpeg, enco
 from helpers.hooks import ActivationRecorder, HookEntry, firing_trace, hooks_on  # noqa: E402
 from helpers.images import load_image, to_displayable  # noqa: E402
 from helpers.sanity import cascading_randomization, randomize_, ranks, spearman  # noqa: E402
-from helpers.stats import depth_statistics, plot_depth_statistics, tensor_stats  # noqa: E402
+from helpers.stats import (as_columns, depth_statistics, depth_statistics_from, plot_depth_statistics,  # noqa: E402
+                           tensor_stats)
 from helpers.toydata import displayable, gabor_patches, initialize, small_cnn, train_and_test  # noqa: E402
 from helpers.training import (TrainingRecorder, fit, plot_dead_fraction, plot_histograms,  # noqa: E402
                               plot_mean_std, summarize)
@@ -709,3 +710,16 @@ def test_palette_png_pads_with_the_colour_given_and_the_early_png_keeps_its_colo
     assert tuple(decoded[0, 0]) == (1, 2, 3) and tuple(decoded[1, 0]) == (253, 231, 37)
     grey = np.asarray(Image.open(io.BytesIO(encode_page(indices, "gray", "auto"))).convert("RGB"))
     assert tuple(grey[1, 0]) == (255, 255, 255) and tuple(grey[0, 1]) == (0, 0, 0)
+
+
+def test_depth_rows_skip_other_recorded_modules_columns_of_one_row_and_the_legend_of_two_runs():
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2), nn.ReLU())
+    with torch.no_grad(), ActivationRecorder(model, layer_type=(nn.Conv2d, nn.BatchNorm2d, nn.ReLU)) as rec:
+        model(torch.randn(2, 1, 3, 3, generator=torch.Generator().manual_seed(0)))
+    rows = depth_statistics_from(rec)
+    assert [(r.name, r.relu) for r in rows] == [("0", "2")]  # the BatchNorm record is no row
+    assert as_columns(rows[:1])["name"] == ["0"]
+    one, two = plot_depth_statistics(rows), plot_depth_statistics({"a": rows, "b": rows})
+    assert one.axes[1].get_legend() is None and two.axes[1].get_legend() is not None
+    plt.close(one)
+    plt.close(two)
