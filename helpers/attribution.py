@@ -146,7 +146,7 @@ def grad_cam_for(
     activation, gradient = rec[layer], rec.gradient(layer)
     return GradCam(
         cam=grad_cam(activation, gradient, size=tuple(image.shape[-2:]))[0],
-        raw=grad_cam(activation, gradient, normalize=False)[0],
+        raw=grad_cam(activation, gradient, normalize=False)[0],  # pragma: no mutate (normalize=None is falsy too: equivalent)
         weights=cam_weights(gradient)[0],
         layer=layer,
         target=target,
@@ -160,16 +160,18 @@ def gradient_saliency(model: nn.Module, image: torch.Tensor, target: int | None 
 
     ``target=None`` uses the top class. Backpropagates to the input only (the
     parameters' ``.grad`` are left alone); grad mode and training mode are unchanged.
+    The image is moved to the model's device; the map comes back on the CPU.
     """
     if image.dim() != 4 or image.shape[0] != 1:
         raise ValueError(f"gradient_saliency() takes one image, 1×C×H×W; got shape {tuple(image.shape)}.")
-    leaf = image.detach().requires_grad_(True)
+    device = next(model.parameters()).device
+    leaf = image.detach().to(device).requires_grad_(True)
     with torch.enable_grad():
         logits = model(leaf)
         if target is None:
             target = int(logits[0].argmax())
         (grad,) = torch.autograd.grad(logits[0, target], leaf)
-    return grad[0].abs().amax(dim=0)
+    return grad[0].abs().amax(dim=0).cpu()
 
 
 def overlay(

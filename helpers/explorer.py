@@ -118,9 +118,11 @@ def page_scale(height: int, width: int, tile_px: int = TILE_PX,
     """(factor the kernel enlarges tiles by, factor the browser enlarges the page by).
 
     Their product is ``upscale_factor``: a 7×7 map is sent at 56×56 and shown at 112×112.
+    The browser zooms only when it divides ``upscale_factor``: a 37×37 map (factor 3) is
+    sent at 111×111 and shown as sent, not at 74×74.
     """
     total = upscale_factor(height, width, tile_px)
-    zoom = browser_zoom if total >= browser_zoom else 1
+    zoom = browser_zoom if total % browser_zoom == 0 else 1
     return total // zoom, zoom
 
 
@@ -207,7 +209,7 @@ def encode_page(indices: np.ndarray, cmap: str, encoding: str = "auto", compress
     if encoding == "jpeg":
         return encode_jpeg(indices, cmap, max_bytes)
     estimate = estimated_png_bytes(indices)
-    if estimate <= max_bytes // 4:
+    if estimate <= max_bytes // 4:  # pragma: no mutate (an integer is <= m // 4 exactly when it is <= m / 4: equivalent)
         return encode_palette_png(indices, cmap, compress_level)
     jpeg = encode_jpeg(indices, cmap, max_bytes)
     if estimate > min(len(jpeg) * LOSSLESS_PREMIUM, max_bytes):
@@ -407,8 +409,9 @@ class ExplorerState:
         """The values at the two ends of the enlarged channel's colorbar.
 
         The channel's own range (per channel) or the whole layer's (per
-        layer), as on the page; ±max|x| when symmetric. A constant channel
-        gets a non-empty range around its value.
+        layer), as on the page; ±max|x| when symmetric. A constant range
+        gets a non-empty one that puts its value where the page draws it: at
+        the low end (value to value + 1), or in the middle when symmetric (±1).
         """
         if normalize not in ("channel", "layer"):
             raise ValueError(f"normalize must be 'channel' or 'layer', got {normalize!r}.")
@@ -416,8 +419,8 @@ class ExplorerState:
         values = self._channel(index, channel)
         source = values[None] if normalize == "channel" else self.tensors[index]
         low, high = (float(v) for v in scale_range(source, "layer", symmetric))
-        if low == high:  # a constant channel: any non-empty range shows it as one colour
-            low, high = (low - 1.0, high + 1.0) if symmetric or low != 0 else (0.0, 1.0)
+        if low == high:  # as viz.to_uint8 draws a flat range: 0 (low end), or 128 when symmetric
+            low, high = (low - 1.0, high + 1.0) if symmetric else (low, low + 1.0)
         return low, high
 
     @property

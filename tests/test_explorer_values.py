@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers.explorer import ExplorerState, render_page
+from helpers.explorer import ExplorerState, page_scale, render_page, upscale_factor
 from helpers.widgets import feature_explorer
 
 TOLERANCE = 6  # per RGB component: two steps of a 256-colour map (palette and rounding), far below any wrong scale
@@ -138,7 +138,8 @@ def test_enlarged_channel_limits_per_channel_per_layer_and_symmetric():
         (1, "channel", False): (0.0, 3.0), (1, "layer", False): (-2.0, 3.0),
         (2, "channel", False): (-2.0, 1.0), (2, "channel", True): (-2.0, 2.0),
         (0, "layer", True): (-3.0, 3.0), (0, "channel", True): (-1.0, 1.0),
-        (3, "channel", False): (-0.5, 1.5),  # a constant channel: one unit either side of its value
+        (3, "channel", False): (0.5, 1.5),  # a constant channel: its value at the low end, as on the page
+        (3, "channel", True): (-0.5, 0.5),
     }
     for (channel, normalize, symmetric), limits in cases.items():
         assert state.channel_limits("x", channel, normalize, symmetric) == pytest.approx(limits)
@@ -155,3 +156,30 @@ def test_the_explorers_enlarged_channel_follows_the_scale_buttons():
     explorer.normalize_buttons.value = "layer"
     assert explorer.state.channel_figure.image.get_clim() == pytest.approx((-2.0, 3.0))
     assert explorer.channel_image.value != per_channel
+
+
+@pytest.mark.parametrize("value", [0.5, -2.0, 0.0])
+@pytest.mark.parametrize("normalize", ["channel", "layer"])
+@pytest.mark.parametrize("cmap, symmetric", [("viridis", False), ("RdBu_r", True)])
+def test_a_constant_channel_has_one_colour_on_the_page_and_enlarged(value, normalize, cmap, symmetric):
+    """The page draws a flat range at the low end (or the middle, centred); the enlarged view must agree."""
+    state = ExplorerState({"x": torch.full((1, SIDE, SIDE), value)}, tile_px=SIDE, browser_zoom=1)
+    page = rgb(state.render_page("x", normalize=normalize, cmap=cmap, symmetric=symmetric, encoding="png"))
+    on_page = page[2:2 + SIDE, 2:2 + SIDE].reshape(-1, 3)
+    assert (on_page == on_page[0]).all()
+    state.render_channel("x", 0, normalize, cmap, symmetric)
+    image = state.channel_figure.image
+    enlarged = np.asarray(image.cmap(image.norm(value))[:3]) * 255
+    # by hand: a flat range sits at the low end; centred at 0, a constant c sits at the end of its sign
+    where = 0.5 + 0.5 * float(np.sign(value)) if symmetric else 0.0
+    assert float(image.norm(value)) == pytest.approx(where)
+    assert np.abs(on_page[0] - enlarged).max() <= TOLERANCE, (on_page[0], enlarged)
+
+
+def test_page_scale_multiplies_to_the_upscale_factor_for_odd_factors_too():
+    assert page_scale(7, 7) == (8, 2) and page_scale(112, 112) == (1, 1)
+    assert page_scale(37, 37) == (3, 1)  # factor 3: no zoom of 2 fits, the kernel sends all of it
+    assert page_scale(20, 30, tile_px=112, browser_zoom=3) == (1, 3)
+    for side in range(1, 120):
+        kernel, zoom = page_scale(side, side)
+        assert kernel * zoom == upscale_factor(side, side), side

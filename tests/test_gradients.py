@@ -8,7 +8,8 @@ from matplotlib import colormaps
 from torch import nn
 from torchvision.models import resnet34
 
-from helpers.attribution import cam_weights, grad_cam, grad_cam_for, normalize_map, overlay, top_k
+from helpers.attribution import (cam_weights, grad_cam, grad_cam_for, gradient_saliency, normalize_map,
+                                 overlay, top_k)
 from helpers.hooks import ActivationRecorder, hooks_on
 from helpers.images import to_displayable
 from helpers.models import imagenet_categories
@@ -314,3 +315,33 @@ def test_overlay_alpha_0_is_the_photo_and_alpha_1_the_map_pixel_for_pixel():
     assert np.array_equal(overlay(photo, cam, cmap="gray", alpha=0.0), photo)
     grey = np.repeat(cam.numpy()[..., None], 3, axis=2)  # the "gray" map draws v as (v, v, v)
     np.testing.assert_allclose(overlay(photo, cam, cmap="gray", alpha=1.0), grey, atol=1 / 255)
+
+
+def test_gradient_saliency_runs_on_the_models_device_and_returns_a_cpu_map():
+    """A model on the meta device and a CPU image, under torch's FakeTensorMode (shapes and devices, no data):
+    the image must be moved to the model's device and the map brought back, as on a CUDA model."""
+    fake_tensor = pytest.importorskip("torch._subclasses.fake_tensor")
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 5)).to("meta")
+    with fake_tensor.FakeTensorMode(allow_non_fake_inputs=True):
+        saliency = gradient_saliency(model, torch.zeros(1, 3, 6, 9), target=1)
+    assert saliency.device.type == "cpu" and tuple(saliency.shape) == (6, 9)
+
+
+def test_gradient_saliency_is_the_largest_absolute_gradient_over_channels():
+    """A linear model: the gradient of logit t is row t of the weight. Channel 1 holds -3 where channel 0
+    holds +1: abs-then-max gives 3 (max-then-abs would give 1, a sum -2)."""
+    weight = torch.zeros(2, 2, 2, 3)
+    weight[1, 0] = torch.tensor([[1.0, 0.0, -0.5], [2.0, 0.25, 0.0]])
+    weight[1, 1] = torch.tensor([[-3.0, 0.1, 0.2], [1.0, -0.75, 0.0]])
+    weight[0] = 0.01
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(weight.view(2, 12))
+        model[1].bias.copy_(torch.tensor([100.0, 0.0]))  # class 0 is the top class
+    image = torch.ones(1, 2, 2, 3)
+    expected = torch.tensor([[3.0, 0.1, 0.5], [2.0, 0.75, 0.0]])
+    torch.testing.assert_close(gradient_saliency(model, image, target=1), expected)
+    torch.testing.assert_close(gradient_saliency(model, image), torch.full((2, 3), 0.01))  # top class: 0
+    with pytest.raises(ValueError, match="one image"):
+        gradient_saliency(model, torch.ones(2, 2, 2, 3))
