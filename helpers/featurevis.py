@@ -17,7 +17,8 @@ Two regularisers, both on by default:
   choose. Its size must match the unit's: the objective trades the unit's
   gain against ``l2``, so a unit ten times smaller (a channel mean against
   a logit) needs an ``l2`` about ten times smaller, or the penalty wins and
-  the picture stays near its starting noise.
+  the picture stays faint (it still moves away from its start: Adam's steps
+  of about ``lr`` per pixel are larger than a faint start).
 * **Jitter** (``jitter``): each step shifts the image by a random whole
   number of pixels (circularly) before the forward pass, so the picture must
   excite the unit at neighbouring positions too and cannot exploit one
@@ -26,7 +27,8 @@ Two regularisers, both on by default:
 
 **The start.** A unit that is exactly 0 on the starting image (a ReLU channel
 whose input stays below threshold on faint noise) has gradient 0 there and
-never moves; ``visualize`` warns (``RuntimeWarning``) and a larger
+gets no pull towards the unit (only the penalty acts, shrinking the picture
+towards 0); ``visualize`` warns (``RuntimeWarning``) and a larger
 ``init_std`` (e.g. the data's noise level) gives it a start.
 
 ``dominant_orientation(image)`` reads the orientation of stripes from the
@@ -53,7 +55,7 @@ def visualize(model: nn.Module, layer: str, unit: int, shape: tuple[int, ...] = 
     """The input (of ``shape``, batch 1) that maximises ``unit`` of ``layer`` minus ``l2``·Σx², by Adam.
 
     It starts from ``init_std`` × standard normal noise (seeded by ``seed``); warns if the unit's gradient
-    is 0 on that start (the picture would not move: give a larger ``init_std``).
+    is 0 on that start (the picture would not move towards the unit: give a larger ``init_std``).
     """
     if steps < 1 or lr <= 0 or l2 < 0 or jitter < 0 or init_std < 0:
         raise ValueError(f"need steps ≥ 1, lr > 0, l2 ≥ 0, jitter ≥ 0 and init_std ≥ 0; "
