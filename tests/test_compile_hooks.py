@@ -303,3 +303,15 @@ def test_a_hook_writing_to_a_dict_recompiles_once_when_the_dict_is_not_cleared(x
         for _ in range(5):
             compiled(x)
     assert counter.graphs == 2
+
+
+def test_hooks_on_a_second_sequential_are_skipped_after_a_hook_free_sequential_was_compiled():
+    """Notebook 09, section 2.2 case (d): the compiled code is shared by every nn.Sequential of the same layout."""
+    seq_x, seen = torch.randn(2, 4, generator=torch.Generator().manual_seed(0)), []
+    with torch.no_grad():
+        torch.compile(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4)), backend="eager")(seq_x)
+        other = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+        other.register_forward_hook(lambda m, a, out: seen.append("top"))
+        other[0].register_forward_hook(lambda m, a, out: seen.append("first layer"))
+        torch.compile(other, backend="eager")(seq_x)
+    assert seen == []
