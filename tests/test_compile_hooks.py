@@ -314,4 +314,7 @@ def test_hooks_on_a_second_sequential_are_skipped_after_a_hook_free_sequential_w
         other.register_forward_hook(lambda m, a, out: seen.append("top"))
         other[0].register_forward_hook(lambda m, a, out: seen.append("first layer"))
         torch.compile(other, backend="eager")(seq_x)
-    assert seen == []
+        assert seen == []
+        torch.compiler.reset()  # the control: without the earlier compile, both hooks run
+        torch.compile(other, backend="eager")(seq_x)
+    assert seen == ["first layer", "top"]
