@@ -236,3 +236,85 @@ def test_backward_hooks_under_aot_eager_fire_as_under_eager(x):
     late_net.conv2.register_full_backward_hook(lambda m, gin, gout: late.append(1))
     compiled(x).sum().backward()
     assert late == []
+
+
+def test_a_late_hook_on_a_compiled_builtin_sequential_itself_is_skipped():
+    """Notebook 09, section 2.2 case (d): nn.Sequential's forward has a trace rule, so its whole call is traced."""
+    seq, seen = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4)), []
+    seq_x = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
+    compiled = torch.compile(seq, backend="eager")
+    with torch.no_grad():
+        compiled(seq_x)
+        seq.register_forward_hook(lambda m, a, out: seen.append("late"))
+        seq(seq_x)
+        assert seen == ["late"], "the hook itself works in eager mode"
+        compiled(seq_x)
+    assert seen == ["late"], "the compiled nn.Sequential ran its late hook: update notebook 09, case (d)"
+
+
+def test_a_second_instance_reuses_the_hook_free_code_of_the_first(x):
+    """Notebook 09, section 2.2 case (c): hooks registered before the second instance's own compile are skipped."""
+    seen = []
+    with torch.no_grad():
+        torch.compile(_net(), backend="eager")(x)
+        second = _net()
+        second.conv2.register_forward_hook(lambda m, a, out: seen.append("conv2"))
+        second.conv2.register_forward_hook(lambda m, a, out: 2 * out)
+        eager = second(x)
+        assert seen == ["conv2"]
+        compiled = torch.compile(second, backend="eager")(x)
+    assert seen == ["conv2"], "the second instance's hooks ran: update notebook 09, case (c)"
+    assert not torch.allclose(compiled, eager), "the compiled output lacks the doubling hook"
+
+
+def test_late_hooks_on_a_submodule_that_already_had_a_hook_fire(x):
+    """Notebook 09, section 2.2 case (a): only hook-free modules skip the guard."""
+    net, seen = _net(), []
+    net.conv2.register_forward_hook(lambda m, a, out: seen.append("early"))
+    compiled = torch.compile(net, backend="eager")
+    with torch.no_grad():
+        compiled(x)
+        net.conv2.register_forward_hook(lambda m, a, out: seen.append("late"))
+        net.conv2.register_forward_pre_hook(lambda m, a: seen.append("late pre"))
+        seen.clear()
+        compiled(x)
+    assert seen == ["late pre", "early", "late"]
+
+
+def test_a_new_compile_with_another_backend_compiles_a_late_hook_in(x):
+    """Notebook 09, section 2.2 case (b): the same backend reuses the cached code, another one recompiles."""
+    net, seen = _net(), []
+    with torch.no_grad():
+        torch.compile(net, backend="eager")(x)
+        net.conv2.register_forward_hook(lambda m, a, out: seen.append("late"))
+        torch.compile(net, backend="eager")(x)
+        assert seen == []
+        torch.compile(net, backend="aot_eager")(x)
+    assert seen == ["late"]
+
+
+def test_a_hook_writing_to_a_dict_recompiles_once_when_the_dict_is_not_cleared(x):
+    """Notebook 09, the exercise's solution: fixed_hook keeps a tensor in `means`; Dynamo guards on that dict."""
+    means, counter = {}, GraphCounter()
+    net = _net()
+    net.conv2.register_forward_hook(lambda m, a, out: means.__setitem__("conv2", out.detach().mean()))
+    compiled = torch.compile(net, backend=counter)
+    with torch.no_grad():
+        for _ in range(5):
+            compiled(x)
+    assert counter.graphs == 2
+
+
+def test_hooks_on_a_second_sequential_are_skipped_after_a_hook_free_sequential_was_compiled():
+    """Notebook 09, section 2.2 case (d): the compiled code is shared by every nn.Sequential of the same layout."""
+    seq_x, seen = torch.randn(2, 4, generator=torch.Generator().manual_seed(0)), []
+    with torch.no_grad():
+        torch.compile(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4)), backend="eager")(seq_x)
+        other = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+        other.register_forward_hook(lambda m, a, out: seen.append("top"))
+        other[0].register_forward_hook(lambda m, a, out: seen.append("first layer"))
+        torch.compile(other, backend="eager")(seq_x)
+        assert seen == []
+        torch.compiler.reset()  # the control: without the earlier compile, both hooks run
+        torch.compile(other, backend="eager")(seq_x)
+    assert seen == ["first layer", "top"]
