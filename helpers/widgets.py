@@ -187,8 +187,8 @@ class FeatureExplorer(widgets.VBox):
             style={"button_width": "44px"})
         self.normalize_buttons = widgets.ToggleButtons(
             options=list(NORMALIZE_OPTIONS), value=normalize,
-            tooltips=["every tile its own min to max: shapes in weak channels show",
-                      "one min to max for the whole layer: strong and weak channels compare"],
+            tooltips=["every tile its own scale (min to max; ±largest |value| if diverging): shapes in weak channels show",
+                      "one scale for the whole layer: strong and weak channels compare"],
             style={"button_width": "100px"})
         self.cmap_buttons = widgets.ToggleButtons(
             options=cmap_options, value=cmap,
