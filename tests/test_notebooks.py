@@ -127,17 +127,22 @@ def test_runs_quickly_with_pretrained_weights_and_solutions_and_survives_running
         client.execute_cell(probe, len(notebook.cells) - 1)
         notebook.cells.pop()
         assert _text_outputs(probe) == [f"{stand_in_weights}\n"], "the kernel did not get the stand-in checkpoint"
+        cpu_before = _kernel_cpu_seconds(client, notebook)
         start = time.perf_counter()
         for index, cell in code_cells:  # raises CellExecutionError, with the traceback, if a cell fails
             client.execute_cell(cell, index)
         first_pass = time.perf_counter() - start
+        first_pass_cpu = _kernel_cpu_seconds(client, notebook) - cpu_before
         first_outputs = [_text_outputs(c) for _, c in code_cells]
         first_problems = output_problems(notebook)  # stderr or paths of this machine, on the pretrained path
         for index, cell in code_cells:  # a second "Run All" in the same kernel
             client.execute_cell(cell, index)
     second_outputs = [_text_outputs(c) for _, c in code_cells]
-    print(f"{path.name}: first pass {first_pass:.1f} s, {len(solved)} exercise solutions substituted")
-    assert first_pass < 30, f"{path.name} took {first_pass:.1f} s; the budget is 30 s"
+    print(f"{path.name}: first pass {first_pass:.1f} s wall, {first_pass_cpu:.1f} s CPU in the kernel, "
+          f"{len(solved)} exercise solutions substituted")
+    # CPU time, not wall time: the suite runs notebooks in parallel (pytest-xdist), and a busy machine stretches the
+    # wall clock without making the notebook any heavier.
+    assert first_pass_cpu < 30, f"{path.name} used {first_pass_cpu:.1f} s of CPU; the budget is 30 s"
     assert first_problems == []
     for (index, cell), texts in zip(code_cells, first_outputs):
         text = "".join(texts)
@@ -147,6 +152,17 @@ def test_runs_quickly_with_pretrained_weights_and_solutions_and_survives_running
         if IGNORE_TAG in cell.metadata.get("tags", []):
             continue
         assert after == before, f"cell {index} printed something else on the second run (stale state?)"
+
+
+def _kernel_cpu_seconds(client, notebook) -> float:
+    """CPU seconds the kernel process has used so far (all its threads), read by a throw-away cell."""
+    probe = nbformat.v4.new_code_cell("import time as _t; print(repr(_t.process_time()))")
+    notebook.cells.append(probe)  # nbclient writes the executed cell back into the notebook
+    try:
+        client.execute_cell(probe, len(notebook.cells) - 1)
+    finally:
+        notebook.cells.pop()
+    return float("".join(_text_outputs(probe)))
 
 
 def _text_outputs(cell) -> list[str]:
