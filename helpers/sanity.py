@@ -86,8 +86,7 @@ def spearman_rows(a, b) -> np.ndarray:
     ra -= ra.mean(axis=1, keepdims=True)
     rb -= rb.mean(axis=1, keepdims=True)
     spread = np.sqrt((ra**2).sum(axis=1) * (rb**2).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(spread > 0, (ra * rb).sum(axis=1) / np.where(spread > 0, spread, 1.0), np.nan)
+    return np.where(spread > 0, (ra * rb).sum(axis=1) / np.where(spread > 0, spread, 1.0), np.nan)
 
 
 def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:

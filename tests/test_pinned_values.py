@@ -34,7 +34,7 @@ from helpers.explorer import (LOSSLESS_PREMIUM, ExplorerState, encode_jpeg, enco
                               estimated_png_bytes, image_format)
 from helpers.hooks import ActivationRecorder, HookEntry, firing_trace, hooks_on  # noqa: E402
 from helpers.images import load_image, to_displayable  # noqa: E402
-from helpers.sanity import cascading_randomization, randomize_, ranks, spearman  # noqa: E402
+from helpers.sanity import cascading_randomization, randomize_, rank_rows, ranks, spearman, spearman_rows  # noqa: E402
 from helpers.stats import (as_columns, depth_statistics, depth_statistics_from, plot_depth_statistics,  # noqa: E402
                            tensor_stats)
 from helpers.toydata import displayable, gabor_patches, initialize, small_cnn, train_and_test  # noqa: E402
@@ -370,6 +370,24 @@ def test_spearman_of_a_constant_map_is_nan_without_dividing_by_zero():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # 0 / 0 in numpy would warn
         assert np.isnan(spearman(np.ones(5), np.arange(5)))
+
+
+def test_rank_rows_takes_tensors_that_require_grad_and_any_number_of_values():
+    values = torch.tensor([[3.0, 1.0, 2.0, 1.0]], requires_grad=True)
+    np.testing.assert_array_equal(rank_rows(values), [[4.0, 1.5, 3.0, 1.5]])
+    np.testing.assert_array_equal(rank_rows([[5.0]]), [[1.0]])            # one map of one value
+    np.testing.assert_array_equal(rank_rows([3.0, 1.0, 2.0]), [[1.0], [1.0], [1.0]])  # three maps of one value each
+    np.testing.assert_array_equal(rank_rows(torch.arange(8.0).view(2, 2, 2).flip(-1)), [[2, 1, 4, 3], [2, 1, 4, 3]])
+    for bad in (5.0, np.zeros((0, 4)), []):
+        with pytest.raises(ValueError, match="expected N maps"):
+            rank_rows(bad)
+
+
+def test_spearman_rows_of_two_values_and_of_constant_maps():
+    np.testing.assert_array_equal(spearman_rows([[1, 2], [1, 2]], [[3, 4], [4, 3]]), [1.0, -1.0])  # spread 0.5 < 1
+    with np.errstate(all="raise"):  # a constant map gives NaN without computing 0 / 0
+        got = spearman_rows([[1.0, 1.0, 1.0], [1.0, 2.0, 3.0]], [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    assert np.isnan(got[0]) and got[1] == 1.0
 
 
 # -- overlay, top_k -----------------------------------------------------------------
