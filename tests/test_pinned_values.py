@@ -32,7 +32,7 @@ from helpers.attribution import cam_weights, grad_cam, grad_cam_for, normalize_m
 from helpers.explorer import (LOSSLESS_PREMIUM, ExplorerState, encode_jpeg, encode_page,  # noqa: E402
                               encode_palette_png,
                               estimated_png_bytes, image_format)
-from helpers.hooks import ActivationRecorder, HookEntry, firing_trace, hooks_on  # noqa: E402
+from helpers.hooks import ActivationRecorder, FiringEvent, HookEntry, firing_trace, format_trace, hooks_on  # noqa: E402
 from helpers.images import load_image, to_displayable  # noqa: E402
 from helpers.sanity import cascading_randomization, randomize_, rank_rows, ranks, spearman, spearman_rows  # noqa: E402
 from helpers.stats import (as_columns, depth_statistics, depth_statistics_from, plot_depth_statistics,  # noqa: E402
@@ -100,6 +100,49 @@ def test_grad_cam_for_a_non_square_image_has_the_image_size():
     assert result.cam.shape == (5, 9) and result.raw.shape == (3, 5) and result.weights.shape == (4,)
     assert result.target == 2 and result.layer == "1" and result.logits.shape == (1, 3)
     assert float(result.cam.max()) == pytest.approx(1.0) and float(result.cam.min()) == 0.0
+
+
+def test_grad_cam_for_defaults_to_layer4_and_the_top_class_and_takes_one_image_only():
+    torch.manual_seed(0)
+    model = nn.Sequential(OrderedDict([("conv", nn.Conv2d(3, 4, 3, padding=1)), ("layer4", nn.ReLU()),
+                                       ("pool", nn.AdaptiveAvgPool2d(1)), ("flat", nn.Flatten()),
+                                       ("fc", nn.Linear(4, 5))])).eval()
+    image = torch.randn(1, 3, 6, 6)
+    result = grad_cam_for(model, image)
+    logits = model(image).detach()
+    assert result.layer == "layer4" and result.target == int(logits[0].argmax())
+    assert result.score == pytest.approx(float(logits[0].max()), abs=1e-6)
+    torch.testing.assert_close(result.logits, logits)
+    for bad in (torch.randn(2, 3, 6, 6), torch.randn(3, 6, 6)):
+        with pytest.raises(ValueError, match="takes one image"):
+            grad_cam_for(model, bad)
+
+
+def test_recorded_gradients_are_copies_that_a_later_in_place_change_cannot_reach():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Tanh())
+
+    def zero_later(module, args, output):  # registered after the recorder's hook: its tensor hook runs later
+        output.register_hook(lambda grad: grad.zero_())
+
+    with ActivationRecorder(model, layer_type=nn.Linear, gradients=True) as rec:
+        handle = model[0].register_forward_hook(zero_later)
+        try:
+            model(torch.ones(1, 2)).sum().backward()
+        finally:
+            handle.remove()
+    assert rec.gradient("0").abs().sum() > 0
+
+
+def test_an_empty_recorder_says_that_nothing_was_recorded_yet():
+    with pytest.raises(KeyError, match=re.escape("Recorded: nothing yet (run the model inside the with-block).")):
+        ActivationRecorder(nn.Sequential(nn.Conv2d(1, 1, 1)))["0"]
+
+
+def test_firing_trace_by_layer_type_and_format_trace_of_two_inputs():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Conv2d(2, 2, 1))
+    assert [e.name for e in firing_trace(model, torch.zeros(1, 1, 4, 4), layer_type=nn.Conv2d)] == ["0", "2"]
+    table = format_trace([FiringEvent(0, "add", 1, ((1, 2), (1, 3)), (1, 2))])
+    assert table.splitlines() == ["order  module  call  input     output", "0      add     1     1×2, 1×3  1×2"]
 
 
 def test_displayable_keeps_rows_and_columns_of_a_non_square_image():
