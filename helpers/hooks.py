@@ -16,8 +16,9 @@ The rules, in one place:
   no autograd graph.
 * **Gradients.** With ``gradients=True`` the recorder also keeps the gradient
   of each recorded output, through a tensor hook registered from the forward
-  hook (a full backward hook fails on a module whose output an in-place op
-  changes next: ResNet's BatchNorms, ReLUs and additions). Call
+  hook (a full backward hook fails on a module whose output is then changed
+  in place, such as ResNet's ``bn1`` and ``bn2`` layers, and on an in-place
+  module itself, such as its ReLUs). Call
   ``backward()`` inside the ``with`` block. A second ``backward()`` replaces
   the recorded gradients; it does not add to them as ``.grad`` does.
 * **Cleanup.** Every hook is removed on ``stop()`` or when the ``with`` block
