@@ -38,7 +38,7 @@ from helpers.sanity import cascading_randomization, randomize_, rank_rows, ranks
 from helpers.stats import (as_columns, depth_statistics, depth_statistics_from, plot_depth_statistics,  # noqa: E402
                            tensor_stats)
 from helpers.toydata import displayable, gabor_patches, initialize, small_cnn, train_and_test  # noqa: E402
-from helpers.training import (TrainingRecorder, fit, plot_dead_fraction, plot_histograms,  # noqa: E402
+from helpers.training import (TrainingRecorder, accuracy, fit, plot_dead_fraction, plot_histograms,  # noqa: E402
                               plot_mean_std, summarize)
 from helpers.models import imagenet_categories  # noqa: E402
 from helpers.viz import (colorize, feature_grid, fingerprint, padding_mask, show_feature_maps, tile_grid,  # noqa: E402
@@ -615,6 +615,50 @@ def test_training_plots_titles_labels_limits_and_sizes():
         plt.close(fig)
 
 
+def layers_of_ones(n_layers: int, bins: int = 4) -> TrainingRecorder:
+    """A recorder of ``n_layers`` layers that saw the values 1, 2, 3 at each of two steps."""
+    model = nn.Sequential(*[nn.Identity() for _ in range(n_layers)])
+    with TrainingRecorder(model, names=[str(i) for i in range(n_layers)], bins=bins, value_range=(0.0, 4.0)) as rec:
+        for _ in range(2):
+            model(torch.tensor([[1.0, 2.0, 3.0]]))
+    return rec
+
+
+def test_training_plots_sizes_panels_layer_colours_and_image_settings():
+    viridis = matplotlib.colormaps["viridis"]
+    for n_layers, positions in ((2, [0.0, 0.85]), (3, [0.0, 0.425, 0.85])):  # shallow dark, deep light
+        with matplotlib.rc_context({"image.cmap": "gray"}):  # the layer colours are viridis whatever the default
+            fig = plot_mean_std({"a": layers_of_ones(n_layers), "b": layers_of_ones(n_layers)}, log=False)
+        try:
+            assert len(fig.axes) == 4 and tuple(fig.get_size_inches()) == pytest.approx((3.4 * 2 + 0.6, 5.2))
+            colours = [matplotlib.colors.to_rgba(line.get_color()) for line in fig.axes[0].lines]
+            np.testing.assert_allclose(colours, [viridis(x) for x in positions])
+        finally:
+            plt.close(fig)
+    fig = plot_dead_fraction({"a": layers_of_ones(2), "b": layers_of_ones(2)})
+    try:
+        assert len(fig.axes) == 2 and [ax.get_xlabel() for ax in fig.axes] == ["training step"] * 2
+    finally:
+        plt.close(fig)
+    with matplotlib.rc_context({"image.cmap": "gray", "image.interpolation": "bilinear", "image.aspect": "equal"}):
+        fig = plot_histograms({"a": layers_of_ones(3, bins=1), "b": layers_of_ones(3, bins=1)})
+    try:
+        assert tuple(fig.get_size_inches()) == pytest.approx((2.0 * 3 + 1.0, 1.9 * 2 + 0.6))
+        image = fig.axes[0].images[0]
+        assert image.get_cmap().name == "viridis" and image.get_interpolation() == "nearest"
+        assert fig.axes[0].get_aspect() == "auto"
+        assert image.norm.vmin == 0.0 and image.norm.vmax == pytest.approx(np.log1p(3))  # every count is 3 here
+    finally:
+        plt.close(fig)
+
+
+def test_accuracy_is_the_share_of_top1_hits_and_an_empty_recorder_has_no_histogram_columns():
+    logits = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    assert accuracy(nn.Identity(), logits, torch.tensor([1, 0, 0])) == pytest.approx(2 / 3)
+    rec = TrainingRecorder(nn.Sequential(nn.Identity()), names=["0"], bins=5)
+    assert rec.histogram("0").shape == (5, 0)
+
+
 def test_training_recorder_keeps_no_gradient_norms_unless_asked_and_accepts_one_bin():
     model = nn.Sequential(nn.Linear(3, 2), nn.ReLU())
     with TrainingRecorder(model, names=["1"], bins=1, value_range=(0.0, 1.0)) as rec:
@@ -637,6 +681,10 @@ def test_fit_uses_batches_of_64_by_default():
     with torch.no_grad():
         by_hand.weight -= 0.1 * by_hand.weight.grad
     torch.testing.assert_close(model.weight, by_hand.weight)
+    default_lr, explicit_lr = copy.deepcopy(by_hand), copy.deepcopy(by_hand)
+    fit(default_lr, images, labels, steps=2)
+    fit(explicit_lr, images, labels, steps=2, lr=0.05)
+    torch.testing.assert_close(default_lr.weight, explicit_lr.weight, rtol=0, atol=0)
 
 
 # -- hooks ------------------------------------------------------------------------------
