@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import functools
 import io
+import math
 import re
 import warnings
 from collections import OrderedDict
@@ -37,7 +38,8 @@ from helpers.images import load_image, to_displayable  # noqa: E402
 from helpers.sanity import cascading_randomization, randomize_, rank_rows, ranks, spearman, spearman_rows  # noqa: E402
 from helpers.stats import (as_columns, depth_statistics, depth_statistics_from, plot_depth_statistics,  # noqa: E402
                            tensor_stats)
-from helpers.toydata import displayable, gabor_patches, initialize, small_cnn, train_and_test  # noqa: E402
+from helpers.toydata import (displayable, gabor_patches, initialize, patch_parameters, small_cnn,  # noqa: E402
+                             train_and_test)
 from helpers.training import (TrainingRecorder, accuracy, fit, plot_dead_fraction, plot_histograms,  # noqa: E402
                               plot_mean_std, summarize)
 from helpers.models import imagenet_categories  # noqa: E402
@@ -252,6 +254,34 @@ def test_each_depth_panel_plots_its_own_column():
         plt.close(fig)
 
 
+def test_depth_plot_marks_each_stage_and_scales_its_axes():
+    model = nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(1, 2, 3, padding=1)), ("relu", nn.ReLU()),
+        ("layer1", nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.ReLU(), nn.Conv2d(2, 2, 3, padding=1), nn.ReLU())),
+        ("layer2", nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.ReLU()))]))
+    torch.manual_seed(0)
+    rows = depth_statistics(model, torch.randn(1, 1, 8, 8))
+    assert [r.name for r in rows] == ["conv1", "layer1.0", "layer1.2", "layer2.0"]
+    fig = plot_depth_statistics(rows)  # one run, no label
+    try:
+        ax_mean, ax_std, ax_zero, ax_relu, ax_size, ax_chan = fig.axes
+        for ax in fig.axes:  # a dotted line between stages: before layer1 (index 1) and layer2 (index 3)
+            stage_lines = [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"]
+            assert stage_lines == [0.5, 2.5]
+        for ax in fig.axes[3:]:  # the bottom row names the stages (the top row shares its x axis)
+            assert [t.get_text() for t in ax.get_xticklabels()] == ["conv1", "layer1", "layer2"]
+        assert ax_mean.get_lines()[0].get_label().startswith("_")  # an unlabelled run adds no legend entry
+        assert ax_relu.get_yscale() == "log" and ax_relu.get_title() == "mean after the ReLU"
+        for ax in (ax_size, ax_chan):
+            assert ax.get_yscale() == "log" and ax.yaxis.get_transform().base == 2
+        assert [t.get_text() for t in ax_chan.get_yticklabels()] == ["2", "4"]
+        assert [ax.get_xlabel() for ax in fig.axes] == [""] * 3 + ["4 conv layers in firing order"] * 3
+    finally:
+        plt.close(fig)
+    with pytest.raises(ValueError, match="^conv1 is empty"):
+        depth_statistics(model, torch.zeros(0, 1, 8, 8))
+
+
 # -- encode_page("auto"): the final PNG-or-JPEG choice ---------------------------------
 
 def noisy_page(seed: int, height: int = 200, width: int = 240) -> np.ndarray:
@@ -389,6 +419,12 @@ def test_initialize_scales_by_fan_in_or_uses_the_given_std():
 
 
 # -- the sanity check's helpers ------------------------------------------------------
+
+def test_one_of_each_class_and_a_layer_of_one_output_are_valid():
+    assert len(patch_parameters(4, 0).radius) == 4  # the smallest balanced set: one image per class
+    single = initialize(nn.Conv2d(3, 1, 5), "kaiming", seed=0)  # fan-in 3·5·5 = 75, from the only filter
+    assert float(single.weight.detach().std()) == pytest.approx(math.sqrt(2 / 75), rel=0.25)
+
 
 def test_ranks_of_a_tensor_that_requires_grad_and_spearman_of_two_values():
     values = torch.tensor([3.0, 1.0, 2.0, 1.0], requires_grad=True)
