@@ -12,8 +12,8 @@ The rules, in one place:
   named ``name``, ``name_1``, ... ``name_{k-1}`` in firing order: the same
   rule as torchvision's ``create_feature_extractor``.
 * **What is kept.** Detached copies on the CPU. A later in-place op (such as
-  ``ReLU(inplace=True)`` right after a conv) cannot change them and they hold
-  no autograd graph.
+  ResNet's ``ReLU(inplace=True)`` after a BatchNorm) cannot change them and
+  they hold no autograd graph.
 * **Gradients.** With ``gradients=True`` the recorder also keeps the gradient
   of each recorded output, through a tensor hook registered from the forward
   hook (a full backward hook fails on a module whose output is then changed
