@@ -282,6 +282,19 @@ def test_depth_plot_marks_each_stage_and_scales_its_axes():
         depth_statistics(model, torch.zeros(0, 1, 8, 8))
 
 
+def test_each_argument_of_the_enlarged_channel_reaches_the_picture_through_the_cache():
+    """Change one argument at a time on the same explorer: a cache key missing one would return a stale picture."""
+    values = torch.arange(2 * 6 * 6, dtype=torch.float32).view(2, 6, 6) - 30.0
+    values[1] *= 3.0
+    state = ExplorerState({"a": values, "b": -values})
+    base = dict(layer="a", channel=0, normalize="channel", cmap="viridis", symmetric=False)
+    first = state.render_channel(**base)
+    for change in ({"cmap": "magma"}, {"cmap": "gray"}, {"channel": 1}, {"layer": "b"}, {"normalize": "layer"},
+                   {"symmetric": True}, {"figsize": (5.0, 4.0)}):
+        assert state.render_channel(**{**base, **change}) != first, change
+    assert state.render_channel(**base) == first  # and the cache still returns the first picture for the first key
+
+
 # -- encode_page("auto"): the final PNG-or-JPEG choice ---------------------------------
 
 def noisy_page(seed: int, height: int = 200, width: int = 240) -> np.ndarray:
