@@ -294,13 +294,15 @@ def _decode(file: BinaryIO, label: str, max_side: int | None = None) -> Image.Im
 
 def _to_rgb(image: Image.Image, label: str) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB without clipping or garbage under transparency."""
-    if image.mode == "RGB":
+    if image.mode == "RGB" and not image.has_transparency_data:  # an RGB PNG may name a transparent colour
         return image
     if image.mode in SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
         return Image.fromarray(_rescale_to_uint8(image)).convert("RGB")
     if image.mode in ALPHA_MODES or image.has_transparency_data:
         # Transparent pixels hold arbitrary RGB (often black); white matches how
         # viewers and browsers usually show them, so the network sees that picture.
+        if image.mode == "La":  # premultiplied alpha: Pillow converts it to LA only
+            image = image.convert("LA")
         background = Image.new("RGBA", image.size, WHITE)
         return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
     try:

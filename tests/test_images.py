@@ -5,17 +5,23 @@ from __future__ import annotations
 import io
 import socket
 import time
+import warnings
+from fractions import Fraction
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
+from torchvision.models import ResNet34_Weights, Weights, WeightsEnum
+from torchvision.transforms import InterpolationMode
 
 from helpers.images import (
     SHRINK_BYTES,
     ImageLoadError,
     download,
+    is_url,
     load_image,
     preprocess,
     sample_image_path,
@@ -85,9 +91,43 @@ def test_to_displayable_inverts_normalisation():
     np.testing.assert_allclose(to_displayable(preprocess(image)[0]), expected, atol=1e-5)
 
 
-def test_to_displayable_rejects_wrong_shape():
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 8, 8), (4, 8, 8), (3, 8)],
+                         ids=["batch-of-2", "grey", "rgba", "no-width"])
+def test_to_displayable_rejects_wrong_shape(shape):
     with pytest.raises(ValueError, match="3×H×W"):
-        to_displayable(torch.zeros(2, 3, 8, 8))
+        to_displayable(torch.zeros(shape))
+
+
+def test_to_displayable_of_zeros_is_the_mean_colour_in_h_w_c_order():
+    shown = to_displayable(torch.zeros(1, 3, 2, 5))  # a normalised 0 is the ImageNet mean colour
+    assert shown.shape == (2, 5, 3) and shown.dtype == np.float32
+    np.testing.assert_allclose(shown, np.broadcast_to([0.485, 0.456, 0.406], (2, 5, 3)), atol=1e-7)
+
+
+class OddPreset(WeightsEnum):
+    """Weights whose preset differs from ResNet34's in everything ``normalize=False`` copies."""
+
+    BICUBIC = Weights(
+        url="https://example.org/none.pth",  # never downloaded: only the preset is used
+        transforms=partial(ResNet34_Weights.IMAGENET1K_V1.transforms, resize_size=240, crop_size=200,
+                           interpolation=InterpolationMode.BICUBIC, antialias=False),
+        meta={},
+    )
+
+
+def test_unnormalised_preprocess_resizes_and_crops_as_the_weights_preset_does():
+    noise = np.random.default_rng(1).integers(0, 256, (90, 130, 3), dtype=np.uint8)
+    image = Image.fromarray(noise)  # noise: bicubic and bilinear resizing differ by far more than 1e-5
+    with pytest.warns(UserWarning, match="antialias") as normalised_warnings:
+        normalized = preprocess(image, weights=OddPreset.BICUBIC)
+    with pytest.warns(UserWarning, match="antialias") as raw_warnings:
+        raw = preprocess(image, normalize=False, weights=OddPreset.BICUBIC)
+    # the same preset, hence the same warning: PIL always antialiases, torchvision says so when asked not to
+    assert [str(w.message) for w in raw_warnings] == [str(w.message) for w in normalised_warnings]
+    assert raw.shape == normalized.shape == (1, 3, 200, 200) and raw.dtype == torch.float32
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    torch.testing.assert_close(raw, normalized * std + mean, atol=1e-5, rtol=0)
 
 
 def test_preprocess_rejects_a_path_with_a_hint():
@@ -151,6 +191,7 @@ def test_bytes_input_and_bad_bytes_name_the_upload(tmp_path):
         assert pixels(image)[0] == (10, 200, 30)
     error = load_error(b"GIF89a but not really", name="upload.gif")
     assert "upload.gif" in str(error) and "not an image" in str(error)
+    assert "'uploaded image' is not an image" in str(load_error(b"GIF89a but not really"))  # no name given
     empty_upload = str(load_error(b"", name="upload.gif"))
     assert "upload.gif" in empty_upload and "empty (0 bytes)" in empty_upload
 
@@ -191,6 +232,38 @@ def test_32bit_integer_and_float_images_are_rescaled(tmp_path):
         128,
         255,
     ]
+
+
+def grey_levels(values: np.ndarray) -> list[int]:
+    """The grey levels load_image gives a one-row greyscale TIFF of ``values`` (int32: mode I, float32: F)."""
+    buffer = io.BytesIO()
+    Image.fromarray(values[None, :]).save(buffer, format="TIFF")
+    return [px[0] for px in pixels(load_image(buffer.getvalue(), name="deep.tif"))]
+
+
+@pytest.mark.parametrize(
+    "values, levels",
+    [
+        (np.array([257, 65535], np.int32), [1, 255]),  # within 0..65535: read as 16-bit, 65535 included
+        (np.array([257, 65536], np.int32), [0, 255]),  # one above: min–max stretched
+        (np.array([0.0, 0.75], np.float32), [0, 191]),  # within 0..1, 0 included: × 255 (191.25)
+        (np.array([0.25, 1.0], np.float32), [64, 255]),  # within 0..1, 1 included
+        (np.array([0.5, 2.0], np.float32), [0, 255]),  # above 1: min–max stretched
+        (np.array([-1.0, 0.5, 1.0], np.float32), [0, 191, 255]),  # below 0: min–max (1.5 / 2 · 255 = 191.25)
+    ],
+    ids=["I-65535", "I-65536", "F-from-0", "F-to-1", "F-to-2", "F-signed"],
+)
+def test_deep_greyscale_levels_by_hand(values, levels):
+    assert grey_levels(values) == levels
+
+
+def test_float_pixels_are_scaled_in_double_precision():
+    # float32 nearest to (k + 0.5) / 255 lies just above it: exactly k + 0.5000000x grey levels, so k + 1.
+    # In float32 arithmetic the product rounds to k + 0.5 and then to the even k.
+    values = np.array([(k + 0.5) / 255 for k in (0, 2, 4)], np.float32)
+    exact = [Fraction(float(v)) * 255 for v in values]
+    assert all(e - int(e) > Fraction(1, 2) for e in exact)
+    assert grey_levels(values) == [round(e) for e in exact] == [1, 3, 5]
 
 
 @pytest.mark.filterwarnings("error")  # numpy warns on 0/0 before NaN is cast away
@@ -234,10 +307,27 @@ def test_alpha_composited_over_white(tmp_path, mode, opaque, transparent):
     assert pixels(loaded) == [expected_opaque, (255, 255, 255)]
 
 
+def test_rgb_png_with_a_transparent_colour_is_white_there():
+    image = Image.new("RGB", (2, 1), (0, 0, 0))
+    image.putpixel((1, 0), (10, 200, 30))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", transparency=(0, 0, 0))  # a tRNS colour key: black is transparent
+    assert pixels(load_image(buffer.getvalue(), name="key.png")) == [(255, 255, 255), (10, 200, 30)]
+
+
 def test_half_transparent_pixel_is_blended_with_white(tmp_path):
     image = Image.new("RGBA", (1, 1), (0, 0, 0, 128))
     loaded = load_image(save(image, tmp_path / "half.png"))
     assert_close_colour(pixels(loaded)[0], (127, 127, 127))
+
+
+def test_premultiplied_grey_alpha_is_composited_over_white_too():
+    # "La" is grey 200 at alpha 128, stored premultiplied (100); Pillow converts it only to "LA".
+    image = Image.new("LA", (3, 2), (200, 128)).convert("La")
+    assert image.mode == "La" and image.getpixel((0, 0)) == (100, 128)
+    raw = preprocess(image, normalize=False)
+    # 200 · 128/255 + 255 · 127/255 = 227.4: half grey, half white background
+    np.testing.assert_allclose(raw.numpy(), 227 / 255, atol=1.5 / 255)
 
 
 def test_preprocess_converts_non_rgb_images_too():
@@ -314,6 +404,74 @@ def test_a_small_file_keeps_its_pixels_even_when_wide(tmp_path):
     assert load_image(path).size == (3000, 2000)
 
 
+def png_of_size(n_bytes: int) -> bytes:
+    """A 1100×8 PNG padded with a text chunk to exactly ``n_bytes``."""
+    image = Image.new("RGB", (1100, 8), (10, 200, 30))
+
+    def encoded(padding: int) -> bytes:
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Comment", "x" * padding)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", pnginfo=info)
+        return buffer.getvalue()
+
+    data = encoded(n_bytes - len(encoded(0)))  # a tEXt chunk grows byte for byte
+    assert len(data) == n_bytes
+    return data
+
+
+def test_only_files_over_shrink_bytes_are_shrunk():
+    assert load_image(png_of_size(SHRINK_BYTES)).size == (1100, 8)
+    assert load_image(png_of_size(SHRINK_BYTES + 1)).size == (1024, 7)  # 8 · 1024 / 1100 = 7.4
+
+
+@lru_cache(maxsize=1)
+def blocks_jpeg() -> tuple[np.ndarray, bytes]:
+    """128×128 random colours, each an 8×8 block of a 1024×1024 JPEG (with light noise: over SHRINK_BYTES)."""
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 256, (128, 128, 3)).astype(np.uint8)
+    photo = np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1) + rng.normal(0, 3, (1024, 1024, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=100, subsampling=0)
+    assert len(buffer.getvalue()) > SHRINK_BYTES
+    return blocks, buffer.getvalue()
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_scale():
+    # Shrunk to 128 pixels a side, the JPEG decoder's 1/8 scale gives each 8×8 block its mean: the block
+    # colour. Decoding in full and resampling instead would blur neighbouring blocks into each other
+    # (errors of tens of levels).
+    blocks, data = blocks_jpeg()
+    loaded = load_image(data, name="blocks.jpg", max_side=128)
+    assert loaded.size == (128, 128)
+    assert np.abs(np.asarray(loaded, dtype=int) - blocks).max() <= 4
+
+
+def test_a_large_png_is_shrunk_with_lanczos():
+    noise = np.random.default_rng(0).integers(0, 256, (800, 1100, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG", compress_level=1)
+    assert len(buffer.getvalue()) > SHRINK_BYTES
+    expected = Image.fromarray(noise)
+    expected.thumbnail((1024, 1024), Image.Resampling.LANCZOS)
+    loaded = load_image(buffer.getvalue(), name="noise.png")
+    assert loaded.size == expected.size == (1024, 745)
+    assert np.array_equal(np.asarray(loaded), np.asarray(expected))
+
+
+def test_a_photo_with_damaged_exif_still_loads():
+    exif = Image.Exif()
+    exif[0x010E] = "a long image description " * 8  # ImageDescription
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 8), (250, 20, 10)).save(buffer, format="JPEG", exif=exif.tobytes()[:-60])  # cut short
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_image(buffer.getvalue(), name="damaged-exif.jpg")
+    assert caught, "PIL should warn about the damaged EXIF (a warning, not an error)"
+    assert loaded.size == (16, 8)
+    assert_close_colour(pixels(loaded)[0], (250, 20, 10), tolerance=4)
+
+
 # --- image addresses, downloaded in the kernel -----------------------------------
 
 
@@ -330,9 +488,25 @@ def web(monkeypatch):
         "/big.png": ("image/png", bytes(3 * 2**20)),
         "/no-length-big.png": ("image/png", bytes(3 * 2**20)),
         "/junk.png": ("image/png", b"\x00\x01 this is no picture" * 50),
+        "/junk.bin": ("application/octet-stream", b"\x00\x01 this is no picture" * 50),
+        # Text that a content type other than image/* announces, each sniffed as a page:
+        "/page-utf16.html": ("text/html; charset=utf-16le",
+                             "<!doctype html><html><body>No cat</body></html>".encode("utf-16-le")),
+        "/error-utf16.json": ("application/json; charset=utf-16le", '{"error": "gone"}'.encode("utf-16-le")),
+        "/list-utf16.json": ("application/json; charset=utf-16le", '["cat.png"]'.encode("utf-16-le")),
+        "/spaced.html": ("text/html", b"\r\n  <!doctype html><p>stray \x00 byte</p>"),
+        "/denied.txt": ("text/plain", b"Access denied\n"),
+        "/late-nul.txt": ("text/plain", b"x" * 512 + b"\x00 binary after the first 512 bytes"),
+        "/blocks.jpg": ("image/jpeg", blocks_jpeg()[1]),
     }
     with serve(routes) as base:
         yield base
+
+
+def test_a_large_download_is_shrunk_like_a_large_file(web):
+    assert load_image(f"{web}/blocks.jpg").size == (1024, 1024)  # at MAX_SIDE already
+    assert load_image(f"{web}/blocks.jpg", max_side=128).size == (128, 128)
+    assert load_image(f"{web}/blocks.jpg", max_side=1000).size == (1000, 1000)
 
 
 def test_an_image_address_is_downloaded_and_decoded(web):
@@ -347,8 +521,27 @@ def test_a_web_page_instead_of_an_image_says_copy_image_address(web):
     assert "not an image" in str(error) and "text/html" in str(error) and "Copy image address" in str(error)
 
 
+TEXT_INSTEAD_OF_AN_IMAGE = {  # path: content type; each is sniffed as text, not decoded
+    "/page-utf16.html": "text/html",  # starts with "<"; UTF-16 text is full of 0 bytes
+    "/error-utf16.json": "application/json",  # starts with "{"
+    "/list-utf16.json": "application/json",  # starts with "["
+    "/spaced.html": "text/html",  # "<" after blank space, and a 0 byte
+    "/denied.txt": "text/plain",  # no markup, but no 0 byte either
+    "/late-nul.txt": "text/plain",  # the first 0 byte is past the 512 that are looked at
+}
+
+
+def test_text_sent_instead_of_an_image_says_copy_image_address(web):
+    for path, kind in TEXT_INSTEAD_OF_AN_IMAGE.items():  # one server for all: its shutdown takes 0.5 s
+        error = str(load_error(f"{web}{path}"))
+        assert f"is not an image: the server sent {kind}" in error and "Copy image address" in error, path
+
+
 def test_bytes_that_are_no_image_name_the_address(web):
-    assert "not an image PIL can read" in str(load_error(f"{web}/junk.png"))
+    assert f"'{web}/junk.png' is not an image PIL can read" in str(load_error(f"{web}/junk.png"))
+    assert "'junk.png' is not an image PIL can read" in str(load_error(f"{web}/junk.png", name="junk.png"))
+    # binary (a 0 byte among the first 512) under a vague content type: decoded, and PIL says no
+    assert "not an image PIL can read" in str(load_error(f"{web}/junk.bin"))
 
 
 @pytest.mark.parametrize("path", ["/big.png", "/no-length-big.png"], ids=["announced", "streamed"])
@@ -386,6 +579,13 @@ def test_an_address_goes_through_the_proxy_set_now_not_at_the_first_download(web
         image = load_image(f"{web}/cat.png")
     assert requested == [f"{web}/cat.png"]
     assert image.size == (30, 20) and pixels(image)[0] == (250, 20, 10)
+
+
+def test_is_url_takes_http_and_https_in_any_case_and_blank_space():
+    for text in ("http://example.org/cat.jpg", "https://example.org/cat.jpg", "  HTTPS://Example.org/a.png\n"):
+        assert is_url(text), text
+    for text in ("ftp://example.org/cat.jpg", "cat.png", "notebooks/https/cat.png", "httpss://x"):
+        assert not is_url(text), text
 
 
 def test_not_a_url_or_path():

@@ -5,7 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.viz import colorize, feature_grid, fingerprint, n_pages, padding_mask, show_feature_maps, to_uint8
+from helpers.viz import (
+    colorize,
+    feature_grid,
+    fingerprint,
+    n_pages,
+    padding_mask,
+    show_feature_maps,
+    tile_grid,
+    tile_pages,
+    to_uint8,
+)
 
 matplotlib.use("Agg")
 
@@ -18,6 +28,7 @@ def ramp_channels(channels=3, size=4):
 
 def test_n_pages():
     assert [n_pages(c, 64) for c in (1, 64, 65, 512)] == [1, 1, 2, 8]
+    assert n_pages(5, 1) == 5  # one channel a page
     with pytest.raises(ValueError, match="page_size"):
         n_pages(64, 0)
 
@@ -26,6 +37,7 @@ def test_channel_normalisation_gives_every_tile_its_full_range():
     scaled = to_uint8(ramp_channels(), "channel")
     for channel in scaled:
         assert channel.min() == 0 and channel.max() == 255
+    assert torch.equal(to_uint8(ramp_channels()), scaled)  # per channel by default
 
 
 def test_layer_normalisation_keeps_channels_comparable():
@@ -214,3 +226,88 @@ def test_show_feature_maps_of_a_dead_layer_and_a_custom_label():
         assert float(image.get_array().max()) == 0.0
     finally:
         plt.close(fig)
+
+
+def test_fingerprint_computes_in_double_precision():
+    # float32 would sum 1e8 + 1 to 1e8 and report a mean of 0; the mean is 1/3
+    assert fingerprint(torch.tensor([1e8, 1.0, -1e8])) == "3: min -1e+08  max 1e+08  mean 0.333  std 8.16e+07"
+
+
+def test_padding_mask_lays_out_rows_of_eight_by_default():
+    mask = padding_mask(9, (1, 1))  # 8 tiles in the first row, the 9th alone in the second
+    assert np.array_equal(mask, drawn_by_hand(np.ones((9, 1, 1), np.uint8), nrow=8) == 0)
+    assert mask.shape == (2 + 2 * 3, 2 + 8 * 3)
+
+
+@pytest.mark.parametrize(
+    ("channels", "kwargs", "size"),
+    [
+        # 4 tiles left on the last page, one row: 1.2 in a tile + 1.5 wide, 1.2 + 0.8 high
+        (16, {"page": 2, "page_size": 6, "nrow": 8}, (1.2 * 4 + 1.5, 1.2 * 1 + 0.8)),
+        (6, {"nrow": 4}, (1.2 * 4 + 1.5, 1.2 * 2 + 0.8)),  # two rows of at most 4
+        (65, {}, (10.0, 10.0)),  # 8 × 8 tiles would be 11.1 × 10.4 in: capped at 10
+        (6, {"figsize": (3.0, 2.0)}, (3.0, 2.0)),  # a size given is kept
+    ],
+    ids=["last-page", "two-rows", "capped", "given"],
+)
+def test_show_feature_maps_figure_size_follows_the_tiles(channels, kwargs, size):
+    import matplotlib.pyplot as plt
+
+    fig = show_feature_maps(torch.zeros(channels, 1, 1), **kwargs)
+    try:
+        assert tuple(fig.get_size_inches()) == pytest.approx(size)
+    finally:
+        plt.close(fig)
+
+
+@pytest.mark.parametrize("normalize", ["channel", "layer"])
+def test_show_feature_maps_defaults_show_64_channels_in_rows_of_8_as_float32(normalize):
+    import matplotlib.pyplot as plt
+
+    fig = show_feature_maps(torch.arange(65.0).view(65, 1, 1), normalize=normalize)
+    try:
+        assert "65×1×1, channels 0–63 (page 1 of 2)" in fig.axes[0].get_title()
+        shown = image_of(fig).get_array()
+        assert shown.shape == (2 + 8 * 3, 2 + 8 * 3)  # 8 × 8 one-pixel tiles, 2 pixels of padding
+        assert shown.dtype == np.float32  # half the memory of float64
+    finally:
+        plt.close(fig)
+
+
+def test_feature_grid_defaults_pages_of_64_in_rows_of_8_and_a_lone_tile_unpadded():
+    chw = torch.arange(65.0).view(65, 1, 1)
+    assert np.array_equal(feature_grid(chw, normalize="layer"),
+                          drawn_by_hand(np.round(np.arange(64) * 255 / 64).astype(np.uint8)[:, None, None], nrow=8))
+    assert feature_grid(chw, page=1, normalize="layer").tolist() == [[255]]  # channel 64 alone, as make_grid
+    assert feature_grid(torch.tensor([[[0.0, 1.0], [2.0, 3.0]]])).tolist() == [[0, 85], [170, 255]]
+
+
+def test_feature_grid_passes_on_its_padding():
+    grid = feature_grid(torch.arange(3.0).view(3, 1, 1).expand(3, 2, 2), normalize="layer", padding=0)
+    assert grid.tolist() == [[0, 0, 128, 128, 255, 255]] * 2  # three 2×2 tiles side by side, no gaps
+
+
+def test_tile_grid_takes_numpy_tiles_in_rows_of_eight_by_default():
+    tiles = np.arange(1, 19, dtype=np.uint8).reshape(9, 1, 2)
+    assert np.array_equal(tile_grid(tiles), drawn_by_hand(tiles, nrow=8))
+    assert tile_grid(tiles[:1]).tolist() == [[1, 2]]
+
+
+def test_tile_pages_defaults_rows_of_eight_padding_two():
+    tiles = np.arange(1, 19, dtype=np.uint8).reshape(9, 1, 2)
+    assert np.array_equal(tile_pages(tiles), drawn_by_hand(tiles, nrow=8, padding=2))
+
+
+@pytest.mark.parametrize(
+    ("shape", "kwargs", "message"),
+    [
+        ((0, 2, 2), {}, "N×H×W tiles with N ≥ 1"),
+        ((2, 2), {}, "N×H×W tiles with N ≥ 1"),
+        ((2, 2, 2), {"nrow": 0}, "nrow and factor must be ≥ 1"),
+        ((2, 2, 2), {"factor": 0}, "nrow and factor must be ≥ 1"),
+    ],
+    ids=["no-tiles", "2d", "nrow-0", "factor-0"],
+)
+def test_tile_pages_explains_bad_input(shape, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tile_pages(np.zeros(shape, np.uint8), **kwargs)
